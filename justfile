@@ -1,0 +1,22 @@
+# Recipes mirror the README. `just --list` shows them.
+
+# Build the demo dataset on the embedded default (synthetic photographs, offline captioner).
+demo out="out/demo":
+    cargo run --release --bin build-dataset -- build --out {{out}}
+
+# The whole test suite (installs its prerequisites into a cache folder first).
+test:
+    ./scripts/test.sh
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark scenarios in release mode; results in target/bench/results.json.
+bench items="200":
+    cargo run --release --bin build-dataset -- bench --items {{items}} --results target/bench/results.json
+
+# Everything CI runs.
+ci:
+    bash .ci/run
