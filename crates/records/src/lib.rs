@@ -202,8 +202,9 @@ pub struct QualityMetrics {
     pub grade: QualityGrade,
 }
 
-/// Which side of the image the optic disc is on (a laterality hint: right eyes show the disc
-/// on the viewer's left... unless mirrored).
+/// Which side of the image the optic disc is on: a laterality hint. In a standard fundus
+/// photograph a right eye (OD) shows the disc on the image's right, a left eye (OS) on its left,
+/// unless the image was mirrored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscSide {
