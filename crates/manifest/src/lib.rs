@@ -1,0 +1,858 @@
+//! Declarative data manifests: reading a dataset's own label files into [`Record`]s.
+//!
+//! This crate owns the manifest format (TOML, documented in `docs/manifests.md`, schema in
+//! `schemas/manifest.schema.json`) and everything between a dataset's files on disk and
+//! normalised records: label carriers (CSV, whitespace TXT, folder name, file name, none),
+//! header matching (trimmed, with aliases), value maps, multi-label flag columns, image path
+//! templates, laterality, and per-row problem reporting. Adding a dataset is a TOML file.
+//!
+//! It does no image decoding and knows nothing about prompts or models: an image only has to
+//! exist.
+//!
+//! ```no_run
+//! # use std::path::Path;
+//! let mut manifest = retina_manifest::Manifest::from_path(Path::new("data-manifests/eyepacs.toml"))?;
+//! manifest.set_root("/data/eyepacs".into());
+//! let read = manifest.read()?;
+//! for problem in &read.problems {
+//!     eprintln!("skipped: {problem}");
+//! }
+//! # Ok::<(), retina_manifest::ManifestError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod error;
+mod normalise;
+mod scan;
+mod spec;
+mod table;
+mod template;
+
+pub use error::{ManifestError, RowProblem};
+pub use scan::{
+    DEFAULT_LEFT_PATTERNS, DEFAULT_RIGHT_PATTERNS, IMAGE_EXTENSIONS, laterality_from_name,
+};
+
+use normalise::{DEFAULT_LIST_SEPARATORS, clean, map_value, parse_bool, parse_laterality};
+use retina_records::{Glaucoma, Labels, Laterality, QualityGrade, Record};
+use spec::{Carrier, Field, LateralitySource, ManifestSpec};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use table::{CsvOptions, Row, Table, find_column};
+use template::Template;
+
+/// Descriptive facts about a dataset, from the manifest's `[dataset]` table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatasetInfo {
+    /// Dataset name; part of every item id.
+    pub name: String,
+    /// Split given for the whole manifest (a split column overrides it per row).
+    pub split: Option<String>,
+    /// Camera(s) used.
+    pub camera: Option<String>,
+    /// Field of view of the photographs, in degrees.
+    pub field_of_view_degrees: Option<f32>,
+    /// Licence of the dataset.
+    pub licence: Option<String>,
+    /// How to cite the dataset.
+    pub citation: Option<String>,
+    /// Where the dataset is published.
+    pub url: Option<String>,
+    /// Free-text description.
+    pub description: Option<String>,
+}
+
+/// A loaded, validated data manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    source: String,
+    spec: ManifestSpec,
+    info: DatasetInfo,
+    root: PathBuf,
+    path_templates: Vec<Template>,
+    extensions: Vec<String>,
+    name_pattern: Option<Template>,
+    values: BTreeMap<Field, BTreeMap<String, String>>,
+    separators: Vec<String>,
+    left_patterns: Vec<String>,
+    right_patterns: Vec<String>,
+}
+
+/// The result of reading a manifest: records in label-file order, and the rows that were skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManifestRead {
+    /// One record per readable labelled image, in the label file's row order.
+    pub records: Vec<Record>,
+    /// Rows (or images) that were skipped, with the reason.
+    pub problems: Vec<RowProblem>,
+}
+
+impl Manifest {
+    /// Loads a manifest file; a relative `root` is resolved against the file's folder.
+    pub fn from_path(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::ReadManifest {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        Manifest::load(&text, base_dir, path.display().to_string())
+    }
+
+    /// Parses a manifest from text.
+    /// `base_dir` resolves a relative root (the folder the manifest came from).
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::load(text, base_dir, "<inline manifest>".to_string())
+    }
+
+    /// The dataset name (`[dataset] name`), used in item ids.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The folder label files and image paths are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Overrides the root (e.g. from the command line). Ids do not change: they use paths
+    /// relative to the root.
+    pub fn set_root(&mut self, root: PathBuf) {
+        self.root = root;
+    }
+
+    /// The dataset's descriptive facts.
+    pub fn info(&self) -> &DatasetInfo {
+        &self.info
+    }
+
+    /// Where the manifest came from (its path, or `<inline manifest>`).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The label file this manifest reads, if its carrier has one (resolved against the root).
+    pub fn label_file(&self) -> Option<PathBuf> {
+        self.spec.labels.file.as_ref().map(|f| self.root.join(f))
+    }
+
+    /// Reads every labelled image. Fatal problems (label file missing, required header missing,
+    /// unreadable file) are Err naming the file and the header/aliases tried. Row problems (bad
+    /// value, missing image file, unparseable grade) do NOT stop the read: they go to `problems`
+    /// with file, 1-based row number and reason, and the other rows are still read.
+    ///
+    /// A row with any problem is skipped as a whole (its labels are not trustworthy), and when
+    /// two rows name the same image the first is kept.
+    pub fn read(&self) -> Result<ManifestRead, ManifestError> {
+        match self.spec.labels.carrier {
+            Carrier::Csv | Carrier::Txt => self.read_table(),
+            Carrier::Folder | Carrier::FileName | Carrier::None => self.read_scanned(),
+        }
+    }
+
+    fn load(text: &str, base_dir: &Path, source: String) -> Result<Manifest, ManifestError> {
+        let spec: ManifestSpec =
+            toml::from_str(text).map_err(|e| error::toml_error(&source, text, &e))?;
+        let invalid = |key: &str, reason: String| ManifestError::Invalid {
+            manifest: source.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let dataset = &spec.dataset;
+        let name_ok = !dataset.name.is_empty()
+            && dataset
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(invalid(
+                "dataset.name",
+                format!(
+                    "`{}` must be non-empty ASCII letters, digits, `-`, `_` or `.`",
+                    dataset.name
+                ),
+            ));
+        }
+        if let Some(fov) = dataset.field_of_view_degrees
+            && !(fov.is_finite() && fov > 0.0 && fov <= 360.0)
+        {
+            return Err(invalid(
+                "dataset.field_of_view_degrees",
+                format!("{fov} is not an angle in degrees"),
+            ));
+        }
+        let root = {
+            let root = Path::new(&dataset.root);
+            if root.is_absolute() {
+                root.to_path_buf()
+            } else {
+                base_dir.join(root)
+            }
+        };
+
+        let labels = &spec.labels;
+        let carrier = labels.carrier;
+        let carrier_name = match carrier {
+            Carrier::Csv => "csv",
+            Carrier::Txt => "txt",
+            Carrier::Folder => "folder",
+            Carrier::FileName => "file_name",
+            Carrier::None => "none",
+        };
+        if carrier.scans_images() {
+            let unused = [
+                ("labels.file", labels.file.is_some()),
+                ("labels.header_row", labels.header_row.is_some()),
+                ("labels.has_header", labels.has_header.is_some()),
+                ("labels.delimiter", labels.delimiter.is_some()),
+                ("columns.image", spec.columns.image.is_some()),
+                ("images.path", spec.images.path.is_some()),
+            ];
+            if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "is not used by carrier \"{carrier_name}\", which scans the image folder (see images.dir)"
+                    ),
+                ));
+            }
+            if carrier == Carrier::None && !spec.columns.mapped().is_empty() {
+                return Err(invalid(
+                    "columns",
+                    "carrier \"none\" has no labels to map".into(),
+                ));
+            }
+        } else {
+            if labels.file.as_deref().is_none_or(|f| f.trim().is_empty()) {
+                return Err(invalid(
+                    "labels.file",
+                    format!("carrier \"{carrier_name}\" needs a label file"),
+                ));
+            }
+            if spec.columns.image.is_none() {
+                return Err(invalid(
+                    "columns.image",
+                    "every labelled row needs an image column".into(),
+                ));
+            }
+            if spec.images.path.is_none() {
+                return Err(invalid(
+                    "images.path",
+                    "a path template such as \"train/{image}.jpeg\" is needed".into(),
+                ));
+            }
+            if spec.images.dir.is_some() {
+                return Err(invalid(
+                    "images.dir",
+                    format!("is only for scanning carriers, not \"{carrier_name}\""),
+                ));
+            }
+            if labels.name_pattern.is_some() {
+                return Err(invalid(
+                    "labels.name_pattern",
+                    "is only for carrier \"file_name\" or \"folder\"".into(),
+                ));
+            }
+        }
+        if labels.header_row == Some(0) {
+            return Err(invalid(
+                "labels.header_row",
+                "rows are numbered from 1".into(),
+            ));
+        }
+        if labels.has_header == Some(false) && labels.header_row.is_some() {
+            return Err(invalid(
+                "labels.header_row",
+                "has no meaning when has_header = false".into(),
+            ));
+        }
+        if let Some(delimiter) = &labels.delimiter {
+            if carrier != Carrier::Csv {
+                return Err(invalid(
+                    "labels.delimiter",
+                    "is only for carrier \"csv\" (txt splits on whitespace)".into(),
+                ));
+            }
+            if delimiter.len() != 1 || !delimiter.is_ascii() {
+                return Err(invalid(
+                    "labels.delimiter",
+                    format!("`{delimiter}` must be one ASCII character"),
+                ));
+            }
+        }
+        let separators: Vec<String> = match &labels.list_separators {
+            Some(list) => {
+                if list.is_empty() || list.iter().any(String::is_empty) {
+                    return Err(invalid(
+                        "labels.list_separators",
+                        "separators must be non-empty strings".into(),
+                    ));
+                }
+                list.clone()
+            }
+            None => DEFAULT_LIST_SEPARATORS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let name_pattern = match &labels.name_pattern {
+            Some(pattern) => {
+                let template =
+                    Template::parse(pattern).map_err(|r| invalid("labels.name_pattern", r))?;
+                if let Some(clash) = template.placeholders().find(|p| SCAN_COLUMNS.contains(p)) {
+                    return Err(invalid(
+                        "labels.name_pattern",
+                        format!("placeholder `{clash}` clashes with a built-in scan column"),
+                    ));
+                }
+                Some(template)
+            }
+            None => None,
+        };
+        let mut path_templates = Vec::new();
+        for text in spec.images.path.iter().flat_map(|p| p.items()) {
+            let template = Template::parse(&text).map_err(|r| invalid("images.path", r))?;
+            if template.has_widths() {
+                return Err(invalid(
+                    "images.path",
+                    format!("`{text}`: widths like {{x:3}} are only for name patterns"),
+                ));
+            }
+            if template.placeholders().next().is_none() {
+                return Err(invalid(
+                    "images.path",
+                    format!(
+                        "`{text}` has no {{placeholder}}, so every row would name the same file"
+                    ),
+                ));
+            }
+            path_templates.push(template);
+        }
+        let mut extensions = Vec::new();
+        for ext in &spec.images.extensions {
+            let ext = ext.trim().trim_start_matches('.');
+            if ext.is_empty() {
+                return Err(invalid(
+                    "images.extensions",
+                    "extensions must be non-empty".into(),
+                ));
+            }
+            extensions.push(ext.to_string());
+        }
+
+        let laterality = &spec.laterality;
+        match laterality.from {
+            LateralitySource::Column if laterality.column.is_none() => {
+                return Err(invalid(
+                    "laterality.column",
+                    "from = \"column\" needs the column's header".into(),
+                ));
+            }
+            LateralitySource::Column => {}
+            _ if laterality.column.is_some() => {
+                return Err(invalid(
+                    "laterality.column",
+                    "is only used with from = \"column\"".into(),
+                ));
+            }
+            _ => {}
+        }
+        if laterality.from != LateralitySource::Column && !laterality.values.is_empty() {
+            return Err(invalid(
+                "laterality.values",
+                "is only used with from = \"column\"".into(),
+            ));
+        }
+        if laterality.from != LateralitySource::FileName && laterality.patterns.is_some() {
+            return Err(invalid(
+                "laterality.patterns",
+                "is only used with from = \"file_name\"".into(),
+            ));
+        }
+        for (raw, target) in &laterality.values {
+            parse_laterality(clean(target))
+                .map_err(|r| invalid(&format!("laterality.values.\"{raw}\""), r))?;
+        }
+        let (left_patterns, right_patterns) = match &laterality.patterns {
+            Some(p) => (p.left.clone(), p.right.clone()),
+            None => (
+                DEFAULT_LEFT_PATTERNS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                DEFAULT_RIGHT_PATTERNS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+        };
+
+        let values = spec.values.by_field();
+        for (field, map) in &values {
+            for (raw, target) in map {
+                normalise::check_target(*field, target)
+                    .map_err(|r| invalid(&format!("values.{}.\"{raw}\"", field.key()), r))?;
+            }
+        }
+        if carrier.scans_images() && !spec.flags.columns.is_empty() {
+            return Err(invalid(
+                "flags.columns",
+                format!("carrier \"{carrier_name}\" has no flag columns"),
+            ));
+        }
+
+        let info = DatasetInfo {
+            name: dataset.name.clone(),
+            split: dataset.split.clone(),
+            camera: dataset.camera.clone(),
+            field_of_view_degrees: dataset.field_of_view_degrees,
+            licence: dataset.licence.clone(),
+            citation: dataset.citation.clone(),
+            url: dataset.url.clone(),
+            description: dataset.description.clone(),
+        };
+        Ok(Manifest {
+            source,
+            spec,
+            info,
+            root,
+            path_templates,
+            extensions,
+            name_pattern,
+            values,
+            separators,
+            left_patterns,
+            right_patterns,
+        })
+    }
+
+    fn read_table(&self) -> Result<ManifestRead, ManifestError> {
+        let labels = &self.spec.labels;
+        let file = self.root.join(labels.file.as_deref().unwrap_or_default());
+        let table = if labels.carrier == Carrier::Txt {
+            table::read_txt(
+                &file,
+                labels.has_header.unwrap_or(false),
+                labels.header_row.unwrap_or(1),
+            )?
+        } else {
+            let delimiter = labels
+                .delimiter
+                .as_deref()
+                .and_then(|d| d.bytes().next())
+                .unwrap_or(b',');
+            table::read_csv(
+                &file,
+                &CsvOptions {
+                    delimiter,
+                    header_row: labels.header_row.unwrap_or(1),
+                    has_header: labels.has_header.unwrap_or(true),
+                },
+            )?
+        };
+        let plan = self.plan(&file, &table, None)?;
+        let mut read = ManifestRead::default();
+        let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+        for row in &table.rows {
+            let item = plan
+                .image
+                .map(|index| row.cell(index).to_string())
+                .filter(|cell| !cell.is_empty());
+            let problem = |reason: String| RowProblem {
+                file: file.clone(),
+                row: row.line,
+                item: item.clone(),
+                reason,
+            };
+            let relative = match self.find_image(&plan, row) {
+                Ok(relative) => relative,
+                Err(reason) => {
+                    read.problems.push(problem(reason));
+                    continue;
+                }
+            };
+            match self.record(&plan, row, &relative) {
+                Ok(record) => {
+                    if let Some(first) = seen.get(&record.relative_path) {
+                        let at = first.map_or(String::new(), |line| format!(" on row {line}"));
+                        read.problems.push(problem(format!(
+                            "duplicate of `{relative}`{at}; the first row is kept"
+                        )));
+                        continue;
+                    }
+                    seen.insert(record.relative_path.clone(), row.line);
+                    read.records.push(record);
+                }
+                Err(reason) => read.problems.push(problem(reason)),
+            }
+        }
+        Ok(read)
+    }
+
+    fn read_scanned(&self) -> Result<ManifestRead, ManifestError> {
+        let dir = match &self.spec.images.dir {
+            Some(dir) => self.root.join(dir),
+            None => self.root.clone(),
+        };
+        let extensions: Vec<String> = if self.extensions.is_empty() {
+            IMAGE_EXTENSIONS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.extensions.clone()
+        };
+        let mut read = ManifestRead::default();
+        let found = scan::scan(&dir, &self.root, &extensions, &mut read.problems)?;
+        let mut headers: Vec<String> = SCAN_COLUMNS.iter().map(|s| s.to_string()).collect();
+        let captures: Vec<String> = self
+            .name_pattern
+            .iter()
+            .flat_map(|p| p.placeholders().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        headers.extend(captures.iter().cloned());
+        let mut raw_candidates: Vec<&str> = captures.iter().map(String::as_str).collect();
+        if self.spec.labels.carrier == Carrier::Folder {
+            raw_candidates.push("folder");
+        }
+        let empty = Table {
+            headers,
+            rows: Vec::new(),
+        };
+        let plan = self.plan(&dir, &empty, Some(&raw_candidates))?;
+        for image in found {
+            let problem = |reason: String| RowProblem {
+                file: image.path.clone(),
+                row: None,
+                item: Some(image.relative.clone()),
+                reason,
+            };
+            let stem = scan::stem_of(&image.relative);
+            let name = image.relative.rsplit('/').next().unwrap_or(&image.relative);
+            let folder = image.relative.rsplit_once('/').map_or("", |(parent, _)| {
+                parent.rsplit('/').next().unwrap_or(parent)
+            });
+            let ext = name.rsplit_once('.').map_or("", |(_, ext)| ext);
+            let mut cells = vec![
+                image.relative.clone(),
+                name.to_string(),
+                stem.to_string(),
+                folder.to_string(),
+                ext.to_string(),
+            ];
+            if let Some(pattern) = &self.name_pattern {
+                match pattern.captures(stem) {
+                    Some(found) => cells.extend(found.into_iter().map(|(_, value)| value)),
+                    None => {
+                        read.problems.push(problem(format!(
+                            "file name `{stem}` does not match labels.name_pattern"
+                        )));
+                        continue;
+                    }
+                }
+            }
+            let row = Row { line: None, cells };
+            match self.record(&plan, &row, &image.relative) {
+                Ok(record) => read.records.push(record),
+                Err(reason) => read.problems.push(problem(reason)),
+            }
+        }
+        Ok(read)
+    }
+
+    /// Resolves every header the manifest needs, failing with the aliases tried.
+    fn plan(
+        &self,
+        file: &Path,
+        table: &Table,
+        raw_filter: Option<&[&str]>,
+    ) -> Result<Plan, ManifestError> {
+        let headers = &table.headers;
+        let missing = |key: String, tried: Vec<String>| ManifestError::MissingHeader {
+            file: file.to_path_buf(),
+            key,
+            tried,
+            found: headers.clone(),
+        };
+        let mut plan = Plan::default();
+        for (field, aliases) in self.spec.columns.mapped() {
+            let index = find_column(headers, &aliases)
+                .ok_or_else(|| missing(format!("columns.{}", field.key()), aliases.clone()))?;
+            if field == Field::Image {
+                plan.image = Some(index);
+            } else {
+                plan.fields.push((field, index));
+            }
+        }
+        if let Some(aliases) = &self.spec.laterality.column {
+            let aliases = aliases.names();
+            plan.laterality = Some(
+                find_column(headers, &aliases)
+                    .ok_or_else(|| missing("laterality.column".into(), aliases.clone()))?,
+            );
+        }
+        let flags = &self.spec.flags;
+        let flag_column = |key: &str, name: &str| {
+            find_column(headers, &[name.to_string()])
+                .ok_or_else(|| missing(key.to_string(), vec![name.to_string()]))
+        };
+        for code in &flags.columns {
+            plan.flags
+                .push((clean(code).to_string(), flag_column("flags.columns", code)?));
+        }
+        let named = [
+            ("flags.amd", &flags.amd, FlagEffect::Amd),
+            ("flags.glaucoma", &flags.glaucoma, FlagEffect::Glaucoma),
+            (
+                "flags.glaucoma_suspect",
+                &flags.glaucoma_suspect,
+                FlagEffect::GlaucomaSuspect,
+            ),
+            ("flags.dme", &flags.dme, FlagEffect::Dme),
+        ];
+        for (key, name, effect) in named {
+            if let Some(name) = name {
+                plan.flag_effects
+                    .push((effect, clean(name).to_string(), flag_column(key, name)?));
+            }
+        }
+        for template in &self.path_templates {
+            for name in template.placeholders() {
+                let mapped = Field::from_key(name)
+                    .and_then(|field| {
+                        self.spec
+                            .columns
+                            .mapped()
+                            .into_iter()
+                            .find(|(f, _)| *f == field)
+                    })
+                    .and_then(|(_, aliases)| find_column(headers, &aliases));
+                let index = mapped
+                    .or_else(|| find_column(headers, &[name.to_string()]))
+                    .ok_or_else(|| missing("images.path".into(), vec![name.to_string()]))?;
+                plan.placeholders.insert(name.to_string(), index);
+            }
+        }
+        // Whatever is not used goes to raw, keyed by its (trimmed) header.
+        let mut used: Vec<usize> = plan.fields.iter().map(|(_, i)| *i).collect();
+        used.extend(plan.image);
+        used.extend(plan.laterality);
+        used.extend(plan.flags.iter().map(|(_, i)| *i));
+        used.extend(plan.flag_effects.iter().map(|(_, _, i)| *i));
+        used.extend(plan.placeholders.values().copied());
+        let ignored = &self.spec.labels.ignore_columns;
+        for (index, header) in headers.iter().enumerate() {
+            let allowed = raw_filter.is_none_or(|only| only.contains(&header.as_str()));
+            if !allowed
+                || used.contains(&index)
+                || ignored.iter().any(|i| clean(i) == header)
+                || plan.raw.iter().any(|(name, _)| name == header)
+            {
+                continue;
+            }
+            plan.raw.push((header.clone(), index));
+        }
+        Ok(plan)
+    }
+
+    /// Renders the image path templates for a row and returns the first that exists.
+    fn find_image(&self, plan: &Plan, row: &Row) -> Result<String, String> {
+        let mut tried = Vec::new();
+        for template in &self.path_templates {
+            let rendered = template.render(|name| {
+                let value = plan.placeholders.get(name).map_or("", |i| row.cell(*i));
+                if value.is_empty() {
+                    Err(format!("the cell for {{{name}}} is empty"))
+                } else {
+                    Ok(value.to_string())
+                }
+            })?;
+            let base = safe_relative(&rendered)?;
+            let candidates: Vec<String> = if self.extensions.is_empty() {
+                vec![base]
+            } else {
+                self.extensions
+                    .iter()
+                    .map(|ext| format!("{base}.{ext}"))
+                    .collect()
+            };
+            for candidate in candidates {
+                if self.root.join(&candidate).is_file() {
+                    return Ok(candidate);
+                }
+                tried.push(candidate);
+            }
+        }
+        Err(format!("image file not found (tried {})", tried.join(", ")))
+    }
+
+    /// Builds the record of one row whose image is `relative` (to the root).
+    fn record(&self, plan: &Plan, row: &Row, relative: &str) -> Result<Record, String> {
+        let mut record = Record::new(&self.info.name, relative, self.root.join(relative));
+        let mut labels = Labels::default();
+        let mut split = None;
+        let mut reasons = Vec::new();
+        let mut ungradable = false;
+        for (field, index) in &plan.fields {
+            let cell = row.cell(*index);
+            match normalise::apply(
+                *field,
+                cell,
+                self.values.get(field),
+                &self.separators,
+                &mut labels,
+                &mut split,
+            ) {
+                Ok(effects) => ungradable |= effects.ungradable,
+                Err(reason) => reasons.push(format!("{}: {reason}", field.key())),
+            }
+        }
+        for (code, index) in &plan.flags {
+            match parse_flag(row.cell(*index)) {
+                Ok(true) if !labels.disease_codes.contains(code) => {
+                    labels.disease_codes.push(code.clone())
+                }
+                Ok(_) => {}
+                Err(reason) => reasons.push(format!("flag {code}: {reason}")),
+            }
+        }
+        for (effect, name, index) in &plan.flag_effects {
+            let value = match parse_flag(row.cell(*index)) {
+                Ok(value) => value,
+                Err(reason) => {
+                    reasons.push(format!("flag {name}: {reason}"));
+                    continue;
+                }
+            };
+            match effect {
+                FlagEffect::Amd => labels.amd = Some(value),
+                FlagEffect::Glaucoma => {
+                    labels.glaucoma = Some(if value { Glaucoma::Yes } else { Glaucoma::No })
+                }
+                // A suspect flag only says something when set; 0 does not mean "no glaucoma".
+                FlagEffect::GlaucomaSuspect if value && labels.glaucoma != Some(Glaucoma::Yes) => {
+                    labels.glaucoma = Some(Glaucoma::Suspect);
+                }
+                FlagEffect::GlaucomaSuspect => {}
+                FlagEffect::Dme => labels.dme = Some(u8::from(value)),
+            }
+        }
+        if ungradable && labels.quality.is_none() {
+            labels.quality = Some(QualityGrade::Reject);
+        }
+        record.laterality = match (self.spec.laterality.from, plan.laterality) {
+            (LateralitySource::Column, Some(index)) => {
+                let cell = row.cell(index);
+                let map = (!self.spec.laterality.values.is_empty())
+                    .then_some(&self.spec.laterality.values);
+                match parse_laterality(clean(map_value(map, cell))) {
+                    Ok(laterality) => laterality,
+                    Err(reason) => {
+                        reasons.push(format!("laterality: {reason}"));
+                        Laterality::Unknown
+                    }
+                }
+            }
+            (LateralitySource::FileName, _) => laterality_from_name(
+                scan::stem_of(relative),
+                &self.left_patterns,
+                &self.right_patterns,
+            ),
+            _ => Laterality::Unknown,
+        };
+        if !reasons.is_empty() {
+            return Err(reasons.join("; "));
+        }
+        for (header, index) in &plan.raw {
+            let cell = row.cell(*index);
+            if !cell.is_empty() {
+                labels.raw.insert(header.clone(), cell.to_string());
+            }
+        }
+        record.split = split.or_else(|| self.info.split.clone());
+        record.labels = labels;
+        Ok(record)
+    }
+}
+
+/// Columns every scanned image has, before any `name_pattern` captures.
+const SCAN_COLUMNS: [&str; 5] = ["path", "file", "stem", "folder", "ext"];
+
+/// What a named flag column sets besides (or instead of) a disease code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlagEffect {
+    Amd,
+    Glaucoma,
+    GlaucomaSuspect,
+    Dme,
+}
+
+/// Column indexes resolved against one label file's headers.
+#[derive(Debug, Default)]
+struct Plan {
+    image: Option<usize>,
+    fields: Vec<(Field, usize)>,
+    laterality: Option<usize>,
+    flags: Vec<(String, usize)>,
+    flag_effects: Vec<(FlagEffect, String, usize)>,
+    placeholders: HashMap<String, usize>,
+    raw: Vec<(String, usize)>,
+}
+
+/// A flag cell: 1/0 (or yes/no); an empty cell is 0.
+fn parse_flag(cell: &str) -> Result<bool, String> {
+    if cell.is_empty() {
+        return Ok(false);
+    }
+    parse_bool(cell)
+}
+
+/// Normalises a rendered path to `/`-separated, refusing anything that escapes the root.
+fn safe_relative(rendered: &str) -> Result<String, String> {
+    let unified = rendered.replace('\\', "/");
+    if unified.starts_with('/') {
+        return Err(format!(
+            "image path `{rendered}` is absolute; paths are relative to the root"
+        ));
+    }
+    let mut parts = Vec::new();
+    for part in unified.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("image path `{rendered}` leaves the dataset root")),
+            other => parts.push(other),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("image path `{rendered}` is empty"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// A plain folder of unlabelled photographs (recursively, by extension jpg/jpeg/png/tif/tiff/bmp/ppm),
+/// captioned from measurements alone. Laterality from file-name patterns when present.
+///
+/// Records are sorted by relative path; ids are derived from `dataset` and the path relative to
+/// `dir`. Unreadable subfolders are problems; an unreadable `dir` is an error.
+pub fn read_image_folder(dir: &Path, dataset: &str) -> Result<ManifestRead, ManifestError> {
+    let extensions: Vec<String> = IMAGE_EXTENSIONS.iter().map(|s| s.to_string()).collect();
+    let left: Vec<String> = DEFAULT_LEFT_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let right: Vec<String> = DEFAULT_RIGHT_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut read = ManifestRead::default();
+    let found = scan::scan(dir, dir, &extensions, &mut read.problems)?;
+    for image in found {
+        let mut record = Record::new(dataset, &image.relative, image.path);
+        record.laterality = laterality_from_name(scan::stem_of(&image.relative), &left, &right);
+        read.records.push(record);
+    }
+    Ok(read)
+}
+
+#[cfg(test)]
+mod tests;
