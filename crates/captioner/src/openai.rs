@@ -1,0 +1,504 @@
+//! A client for OpenAI-compatible chat completions (OpenAI, vLLM, SGLang, llama.cpp, Ollama).
+//!
+//! One request per item with structured output (`response_format` json_schema, never the
+//! removed `guided_*` parameters). Retries follow the official SDK: `x-should-retry` first,
+//! then 408/409/429/5xx and connection errors, waiting `retry-after-ms` / `retry-after` when
+//! at most 120 s, else `min(0.5 * 2^n, 8)` s with up to 25% jitter. Failures are classified
+//! into [`CaptionError`] so the pipeline knows whether to retry later, stop, or reject.
+
+use crate::{
+    CaptionError, CaptionReply, CaptionRequest, Captioner, CaptionerInfo, estimate_tokens,
+    strip_json_fence,
+};
+use base64::Engine;
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use retina_records::Usage;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Longest server-requested wait we obey; longer ones fall back to backoff (SDK behaviour).
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
+/// Upper bound of `max_tokens` when retrying a truncated answer.
+const MAX_TOKENS_CEILING: u32 = 16_384;
+
+/// Settings of one OpenAI-compatible endpoint.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    /// Base URL up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// Model name sent in every request.
+    pub model: String,
+    /// Bearer token, if the endpoint needs one.
+    pub api_key: Option<String>,
+    /// Whether the model accepts images (text-only models get no image part).
+    pub vision: bool,
+    /// The caption schema, for response_format.
+    pub schema: Value,
+    /// Ask for strict schema adherence (true in production).
+    pub json_schema_strict: bool,
+    /// Completion token limit; doubled once when an answer is truncated.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Sampling seed, for endpoints that honour it.
+    pub seed: Option<u64>,
+    /// Timeout of one HTTP attempt.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt for retryable failures.
+    pub max_retries: u32,
+}
+
+impl EndpointConfig {
+    /// A configuration with the usual defaults: strict schema, 1024 tokens, temperature 0.2,
+    /// no seed, 120 s per attempt, 2 retries (the official SDK's default).
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>, schema: Value) -> Self {
+        EndpointConfig {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: None,
+            vision: true,
+            schema,
+            json_schema_strict: true,
+            max_tokens: 1024,
+            temperature: 0.2,
+            seed: None,
+            request_timeout: Duration::from_secs(120),
+            max_retries: 2,
+        }
+    }
+}
+
+impl fmt::Debug for EndpointConfig {
+    // Hand-written so the API key never reaches logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("vision", &self.vision)
+            .field("json_schema_strict", &self.json_schema_strict)
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .field("seed", &self.seed)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Captioner backed by an OpenAI-compatible `/chat/completions` endpoint.
+#[derive(Debug, Clone)]
+pub struct OpenAiCaptioner {
+    config: EndpointConfig,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl OpenAiCaptioner {
+    /// Checks the configuration and builds the HTTP client; a bad setting is `Fatal`.
+    pub fn new(config: EndpointConfig) -> Result<Self, CaptionError> {
+        let base = config.base_url.trim().trim_end_matches('/');
+        let fatal = |message: String| CaptionError::Fatal { message };
+        let parsed = reqwest::Url::parse(base)
+            .map_err(|e| fatal(format!("endpoint base URL {base:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(fatal(format!(
+                "endpoint base URL {base:?} must start with http:// or https://"
+            )));
+        }
+        if config.model.trim().is_empty() {
+            return Err(fatal("endpoint model name is empty".to_string()));
+        }
+        if !config.schema.is_object() {
+            return Err(fatal(
+                "the caption schema for response_format must be a JSON object".to_string(),
+            ));
+        }
+        if config.max_tokens == 0 {
+            return Err(fatal("max_tokens must be at least 1".to_string()));
+        }
+        if !config.temperature.is_finite() || config.temperature < 0.0 {
+            return Err(fatal(format!(
+                "temperature {} must be a finite number >= 0",
+                config.temperature
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
+        let url = format!("{base}/chat/completions");
+        Ok(OpenAiCaptioner {
+            config,
+            client,
+            url,
+        })
+    }
+
+    /// The JSON body of one request.
+    fn body(&self, request: &CaptionRequest, max_tokens: u32) -> Value {
+        let user = match (&request.image, self.config.vision) {
+            (Some(image), true) => {
+                let data = base64::engine::general_purpose::STANDARD.encode(image.as_slice());
+                json!([
+                    {"type": "text", "text": request.prompt.user},
+                    {"type": "image_url", "image_url": {
+                        "url": format!("data:{};base64,{data}", request.image_mime)
+                    }}
+                ])
+            }
+            _ => Value::String(request.prompt.user.clone()),
+        };
+        let mut body = json!({
+            "model": self.config.model,
+            "messages": [
+                {"role": "system", "content": request.prompt.system},
+                {"role": "user", "content": user},
+            ],
+            "max_tokens": max_tokens,
+            "temperature": self.config.temperature,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "fundus_caption",
+                    "schema": self.config.schema,
+                    "strict": self.config.json_schema_strict,
+                }
+            }
+        });
+        if let (Some(seed), Some(map)) = (self.config.seed, body.as_object_mut()) {
+            map.insert("seed".to_string(), json!(seed));
+        }
+        body
+    }
+
+    /// One HTTP exchange: the status, headers and body text, or a connection-level error.
+    async fn send(&self, body: &Value) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
+        let mut builder = self.client.post(&self.url).json(body);
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let response = builder.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        Ok((status, headers, text))
+    }
+}
+
+#[async_trait::async_trait]
+impl Captioner for OpenAiCaptioner {
+    fn info(&self) -> CaptionerInfo {
+        CaptionerInfo {
+            model: self.config.model.clone(),
+            endpoint: self.config.base_url.clone(),
+            vision: self.config.vision,
+        }
+    }
+
+    async fn caption(&self, request: CaptionRequest) -> Result<CaptionReply, CaptionError> {
+        let started = Instant::now();
+        let item = request.record.id.clone();
+        let mut max_tokens = self.config.max_tokens;
+        let mut retries = 0u32;
+        let mut length_retried = false;
+        loop {
+            let body = self.body(&request, max_tokens);
+            let (delay, last_error) = match self.send(&body).await {
+                Err(err) => {
+                    let message = format!("request to {} failed: {}", self.url, error_chain(&err));
+                    (retry_delay(retries, None, jitter()), message)
+                }
+                Ok((status, headers, text)) if status.is_success() => {
+                    match parse_success(&text, &request) {
+                        Ok(mut reply) => {
+                            reply.latency_ms = elapsed_ms(started);
+                            return Ok(reply);
+                        }
+                        Err(Outcome::Truncated(detail)) => {
+                            // A truncated answer is retried once with room to finish.
+                            if !length_retried && max_tokens < MAX_TOKENS_CEILING {
+                                length_retried = true;
+                                max_tokens = max_tokens.saturating_mul(2).min(MAX_TOKENS_CEILING);
+                                tracing::debug!(%item, max_tokens, "answer truncated; retrying with more tokens");
+                                continue;
+                            }
+                            return Err(CaptionError::Rejected {
+                                code: "answer.truncated".to_string(),
+                                detail,
+                            });
+                        }
+                        Err(Outcome::Error(err)) => return Err(err),
+                        Err(Outcome::Retry(message)) => {
+                            (retry_delay(retries, Some(&headers), jitter()), message)
+                        }
+                    }
+                }
+                Ok((status, headers, text)) => {
+                    let failure = classify_failure(status, &headers, &text);
+                    tracing::debug!(%item, status = status.as_u16(), request_id = ?headers.get("x-request-id"), "endpoint error");
+                    match failure {
+                        Failure::Stop(err) => return Err(err),
+                        Failure::Retry(message) => {
+                            (retry_delay(retries, Some(&headers), jitter()), message)
+                        }
+                    }
+                }
+            };
+            if retries >= self.config.max_retries {
+                return Err(CaptionError::Transient {
+                    message: format!(
+                        "{last_error} (gave up after {} attempts)",
+                        retries.saturating_add(1)
+                    ),
+                });
+            }
+            retries += 1;
+            tracing::debug!(%item, retries, delay_ms = delay.as_millis() as u64, error = %last_error, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u32 {
+    u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+fn jitter() -> f64 {
+    rand::rng().random::<f64>()
+}
+
+/// The error and its sources on one line (reqwest hides the useful part in the source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// How long to wait before retry number `retries + 1`.
+///
+/// `jitter` is a random number in `0..1`; the backoff is multiplied by `1 - 0.25 * jitter`.
+pub(crate) fn retry_delay(retries: u32, headers: Option<&HeaderMap>, jitter: f64) -> Duration {
+    if let Some(headers) = headers {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let ms = header("retry-after-ms")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|ms| ms / 1000.0);
+        // An HTTP-date retry-after is not parsed and falls back to backoff.
+        let seconds =
+            ms.or_else(|| header("retry-after").and_then(|v| v.trim().parse::<f64>().ok()));
+        if let Some(s) = seconds
+            && s.is_finite()
+            && s >= 0.0
+            && s <= MAX_SERVER_WAIT.as_secs_f64()
+        {
+            return Duration::from_secs_f64(s);
+        }
+    }
+    let exponent = retries.min(16) as i32;
+    let base = (0.5 * 2f64.powi(exponent)).min(8.0);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64(base * (1.0 - 0.25 * jitter))
+}
+
+/// Error details from either OpenAI's nested body or vLLM's flat one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ErrorBody {
+    pub message: String,
+    pub kind: Option<String>,
+    pub code: Option<String>,
+}
+
+pub(crate) fn parse_error_body(text: &str) -> ErrorBody {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return ErrorBody {
+            message: text.chars().take(300).collect(),
+            ..ErrorBody::default()
+        };
+    };
+    // OpenAI nests the fields under "error"; vLLM's older format puts them at the top.
+    let object = match value.get("error") {
+        Some(inner) if inner.is_object() => inner,
+        Some(Value::String(message)) => {
+            return ErrorBody {
+                message: message.clone(),
+                ..ErrorBody::default()
+            };
+        }
+        _ => &value,
+    };
+    let field = |name: &str| match object.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    ErrorBody {
+        message: field("message")
+            .or_else(|| field("detail"))
+            .unwrap_or_else(|| text.chars().take(300).collect()),
+        kind: field("type"),
+        code: field("code"),
+    }
+}
+
+enum Failure {
+    Stop(CaptionError),
+    Retry(String),
+}
+
+fn classify_failure(status: StatusCode, headers: &HeaderMap, text: &str) -> Failure {
+    let error = parse_error_body(text);
+    let mut described = format!("HTTP {}: {}", status.as_u16(), error.message);
+    if let Some(kind) = &error.kind {
+        described.push_str(&format!(" (type {kind})"));
+    }
+    if let Some(code) = &error.code {
+        described.push_str(&format!(" (code {code})"));
+    }
+    let is = |needle: &str| {
+        error.kind.as_deref() == Some(needle) || error.code.as_deref() == Some(needle)
+    };
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Failure::Stop(CaptionError::Fatal {
+            message: format!("authentication failed: {described}; check the API key"),
+        });
+    }
+    if is("insufficient_quota") {
+        return Failure::Stop(CaptionError::Fatal {
+            message: format!("quota exhausted: {described}; retrying will not help"),
+        });
+    }
+    let should_retry = headers
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().eq_ignore_ascii_case("true"));
+    let retryable = should_retry.unwrap_or(matches!(status.as_u16(), 408 | 409 | 429 | 500..=599));
+    if retryable {
+        return Failure::Retry(described);
+    }
+    match status.as_u16() {
+        404 => Failure::Stop(CaptionError::Fatal {
+            message: format!("endpoint or model not found: {described}; check base URL and model"),
+        }),
+        400 | 413 | 422 => Failure::Stop(CaptionError::Rejected {
+            code: "endpoint.bad_request".to_string(),
+            detail: described,
+        }),
+        _ => Failure::Stop(CaptionError::Transient {
+            message: format!("{described} (server asked not to retry)"),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<UsageBody>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Option<Message>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<String>,
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UsageBody {
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+}
+
+enum Outcome {
+    Truncated(String),
+    Retry(String),
+    Error(CaptionError),
+}
+
+fn parse_success(text: &str, request: &CaptionRequest) -> Result<CaptionReply, Outcome> {
+    let response: ChatResponse = serde_json::from_str(text).map_err(|e| {
+        Outcome::Retry(format!(
+            "endpoint answered 200 with a body that is not a chat completion ({e}): {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    })?;
+    let Some(choice) = response.choices.into_iter().next() else {
+        return Err(Outcome::Retry(
+            "endpoint answered with no choices".to_string(),
+        ));
+    };
+    let finish_reason = choice.finish_reason.unwrap_or_else(|| "stop".to_string());
+    let (content, refusal) = match choice.message {
+        Some(m) => (m.content, m.refusal),
+        None => (None, None),
+    };
+    if let Some(refusal) = refusal.filter(|r| !r.trim().is_empty()) {
+        return Err(Outcome::Error(CaptionError::Rejected {
+            code: "answer.refusal".to_string(),
+            detail: refusal,
+        }));
+    }
+    match finish_reason.as_str() {
+        "length" => {
+            return Err(Outcome::Truncated(format!(
+                "the answer hit max_tokens and its JSON is incomplete ({} characters received)",
+                content.as_deref().map_or(0, str::len)
+            )));
+        }
+        "content_filter" => {
+            return Err(Outcome::Error(CaptionError::Rejected {
+                code: "answer.content_filter".to_string(),
+                detail: "the endpoint's content filter stopped the answer".to_string(),
+            }));
+        }
+        _ => {}
+    }
+    let raw = strip_json_fence(content.as_deref().unwrap_or("")).to_string();
+    if raw.is_empty() {
+        return Err(Outcome::Error(CaptionError::Rejected {
+            code: "answer.empty".to_string(),
+            detail: format!("the endpoint returned no content (finish_reason {finish_reason})"),
+        }));
+    }
+    let estimated_prompt = estimate_tokens(&request.prompt.system)
+        .saturating_add(estimate_tokens(&request.prompt.user));
+    let usage = match response.usage {
+        Some(u) => Usage {
+            prompt_tokens: u.prompt_tokens.unwrap_or(estimated_prompt),
+            completion_tokens: u.completion_tokens.unwrap_or_else(|| estimate_tokens(&raw)),
+        },
+        None => Usage {
+            prompt_tokens: estimated_prompt,
+            completion_tokens: estimate_tokens(&raw),
+        },
+    };
+    Ok(CaptionReply {
+        raw,
+        usage,
+        latency_ms: 0,
+        finish_reason,
+    })
+}
+
+#[cfg(test)]
+mod tests;
