@@ -20,3 +20,8 @@ bench items="200":
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# A real OpenAI-compatible LLM server (llama.cpp + SmolLM2-135M) on loopback, for tests; prints exports.
+# Use as `eval "$(just real-endpoint)"`; stop it with `scripts/real-endpoint.sh stop`.
+real-endpoint:
+    ./scripts/real-endpoint.sh start
