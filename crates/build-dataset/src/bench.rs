@@ -43,32 +43,61 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     files.truncate(40);
     let images: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let decode_ms = time_per_item(&images, |bytes| {
-        image::load_from_memory(bytes).map(|_| ()).map_err(|e| e.to_string())
+        image::load_from_memory(bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })?;
     let config = crate::make_stages(&BuildConfig::default())?.prepare;
     let prepare_ms = time_per_item(&images, |bytes| {
-        retina_fundus::prepare(bytes, &config).map(|_| ()).map_err(|e| e.to_string())
+        retina_fundus::prepare(bytes, &config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })?;
-    results.put("decode_only_ms", decode_ms, "ms/image", "JPEG decode alone (image crate), 1536x1024 demo photograph, one core");
+    results.put(
+        "decode_only_ms",
+        decode_ms,
+        "ms/image",
+        "JPEG decode alone (image crate), 1536x1024 demo photograph, one core",
+    );
     results.put("image_stage_ms", prepare_ms, "ms/image", "full image stage: decode, field of view, crop, measure, resize to 1024, JPEG encode; one core");
-    results.put("image_stage_over_decode", prepare_ms / decode_ms, "ratio", "image stage time over raw decode time (1.0 = codec limit)");
+    results.put(
+        "image_stage_over_decode",
+        prepare_ms / decode_ms,
+        "ratio",
+        "image stage time over raw decode time (1.0 = codec limit)",
+    );
 
     // End to end, in a child process so its peak memory is its own.
     let work = tempfile_dir()?;
     let exe = std::env::current_exe()?;
     let output = std::process::Command::new(exe)
-        .args(["bench", "--child", "pipeline", "--items", &args.items.to_string(), "--work"])
+        .args([
+            "bench",
+            "--child",
+            "pipeline",
+            "--items",
+            &args.items.to_string(),
+            "--work",
+        ])
         .arg(&work)
         .output()
         .context("cannot start the benchmark child process")?;
     if !output.status.success() {
-        bail!("pipeline scenario failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "pipeline scenario failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let child: Value = serde_json::from_slice(&output.stdout).context("child printed no JSON")?;
     let items_per_s = child["items_per_s"].as_f64().unwrap_or(0.0);
     let threads = rayon::current_num_threads() as f64;
     results.put("pipeline_items_per_s", items_per_s, "items/s", "end-to-end demo build with the offline captioner (image stage, prompt, caption, validate, Parquet, journal)");
-    results.put("pipeline_peak_rss_mb", child["peak_rss_mb"].as_f64().unwrap_or(0.0), "MB", "peak resident memory of that build");
+    results.put(
+        "pipeline_peak_rss_mb",
+        child["peak_rss_mb"].as_f64().unwrap_or(0.0),
+        "MB",
+        "peak resident memory of that build",
+    );
     let stage_limit = 1000.0 / prepare_ms * threads;
     results.put("pipeline_over_image_stage_limit", items_per_s / stage_limit, "ratio", "end-to-end throughput over the image stage alone on all cores (1.0 = the rest of the pipeline costs nothing)");
     std::fs::remove_dir_all(&work).ok();
@@ -174,4 +203,3 @@ fn peak_rss_mb() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
-

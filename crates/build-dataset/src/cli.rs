@@ -48,13 +48,17 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Write the QA report (qa/report.html, .json, .md) for a built dataset.
-    #[command(after_help = "Example:\n  build-dataset qa out/demo && xdg-open out/demo/qa/report.html")]
+    #[command(
+        after_help = "Example:\n  build-dataset qa out/demo && xdg-open out/demo/qa/report.html"
+    )]
     Qa {
         /// The dataset folder (the --out of a build).
         dir: PathBuf,
     },
     /// Generate the synthetic demo datasets (EyePACS and RFMiD layouts) into a folder.
-    #[command(after_help = "Example:\n  build-dataset demo-data --dir /tmp/demo --eyepacs 240 --rfmid 40")]
+    #[command(
+        after_help = "Example:\n  build-dataset demo-data --dir /tmp/demo --eyepacs 240 --rfmid 40"
+    )]
     DemoData {
         /// Where to write them (default: the cache folder the demo build uses).
         #[arg(long)]
@@ -67,7 +71,9 @@ pub enum Command {
         rfmid: usize,
     },
     /// Run the benchmark scenarios (build with --release) and write a results JSON.
-    #[command(after_help = "Example:\n  cargo run --release --bin build-dataset -- bench --results target/bench/results.json")]
+    #[command(
+        after_help = "Example:\n  cargo run --release --bin build-dataset -- bench --results target/bench/results.json"
+    )]
     Bench(BenchArgs),
 }
 

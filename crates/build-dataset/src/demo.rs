@@ -8,8 +8,14 @@ use synthetic_fundus::{DemoConfig, DemoSummary};
 
 /// The demo manifests, embedded so the binary works from any folder.
 const DEMO_MANIFESTS: [(&str, &str); 2] = [
-    ("eyepacs", include_str!("../../../data-manifests/demo-eyepacs.toml")),
-    ("rfmid", include_str!("../../../data-manifests/demo-rfmid.toml")),
+    (
+        "eyepacs",
+        include_str!("../../../data-manifests/demo-eyepacs.toml"),
+    ),
+    (
+        "rfmid",
+        include_str!("../../../data-manifests/demo-rfmid.toml"),
+    ),
 ];
 
 /// Where the demo images live: `$RETINALOGOS_CACHE`, else `$XDG_CACHE_HOME/retinalogos`, else
@@ -41,7 +47,11 @@ pub fn generate(root: &Path, eyepacs: usize, rfmid: usize) -> Result<DemoSummary
 /// The demo manifests, rooted at freshly generated (or cached) demo data.
 pub fn manifests() -> Result<Vec<Manifest>> {
     let defaults = DemoConfig::default();
-    let summary = generate(&cache_root()?, defaults.eyepacs_images, defaults.rfmid_images)?;
+    let summary = generate(
+        &cache_root()?,
+        defaults.eyepacs_images,
+        defaults.rfmid_images,
+    )?;
     DEMO_MANIFESTS
         .iter()
         .map(|(name, text)| {

@@ -128,9 +128,14 @@ fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dy
         return Ok(Arc::new(OfflineCaptioner::new(section.seed)));
     }
     if section.model.is_empty() {
-        bail!("--endpoint {} needs --model NAME (the model the server serves)", section.endpoint);
+        bail!(
+            "--endpoint {} needs --model NAME (the model the server serves)",
+            section.endpoint
+        );
     }
-    let api_key = std::env::var(&section.api_key_env).ok().filter(|k| !k.is_empty());
+    let api_key = std::env::var(&section.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
     let client = OpenAiCaptioner::new(EndpointConfig {
         base_url: section.endpoint.clone(),
         model: section.model.clone(),
@@ -262,18 +267,24 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
 /// Writes dataset.json from the journal, which is the record of what is durable.
 fn write_card(out: &Path, config: &BuildConfig) -> Result<()> {
     let journal = retina_journal::Journal::open_read_only(&pipeline::journal_path(out))?;
-    let fingerprint = journal.fingerprint()?.unwrap_or(retina_journal::Fingerprint {
-        prompt_hash: String::new(),
-        schema_hash: String::new(),
-        model: String::new(),
-    });
+    let fingerprint = journal
+        .fingerprint()?
+        .unwrap_or(retina_journal::Fingerprint {
+            prompt_hash: String::new(),
+            schema_hash: String::new(),
+            model: String::new(),
+        });
     let counts = journal.counts()?;
     let shards = journal
         .shards()?
         .into_iter()
         .map(|shard| retina_shards::CardShard {
             path: shard.file_name,
-            kind: shard.kind,
+            kind: if shard.kind == "accepted" {
+                retina_shards::ShardKind::Accepted
+            } else {
+                retina_shards::ShardKind::Rejected
+            },
             rows: shard.rows,
             bytes: shard.bytes,
             blake3: shard.blake3,

@@ -15,7 +15,9 @@ use retina_fundus::{PrepareConfig, PreparedImage};
 use retina_journal::{Fingerprint, Journal, ShardCommit};
 use retina_prompt::{PromptMode, PromptSet};
 use retina_records::{ItemId, ItemState, Provenance, Record, RejectReason};
-use retina_shards::{AcceptedRow, CommittedShard, DatasetWriter, RejectedRow, ShardConfig, ShardKind};
+use retina_shards::{
+    AcceptedRow, CommittedShard, DatasetWriter, RejectedRow, ShardConfig, ShardKind,
+};
 use retina_validate::{Validator, Verdict};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,6 +103,7 @@ pub async fn run(
     let journal = Journal::open(&journal_path(out))
         .with_context(|| format!("cannot open the journal in {}", out.display()))?;
     journal.reset_in_flight()?;
+    remove_uncommitted_shards(out, &journal)?;
 
     let info = stages.captioner.info();
     let fingerprint = Fingerprint {
@@ -198,7 +201,9 @@ pub async fn run(
     let writer_result = writer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))?;
-    writer_result.context("writing shards failed; committed shards are kept, the rest is redone by the next run")?;
+    writer_result.context(
+        "writing shards failed; committed shards are kept, the rest is redone by the next run",
+    )?;
     if prepare_result.is_err() {
         bail!("the image stage panicked; committed shards are kept");
     }
@@ -216,6 +221,40 @@ pub async fn run(
         summary.stopped = Some("stopped by signal".into());
     }
     Ok(summary)
+}
+
+/// A crash between a shard's rename and its journal commit leaves a shard the journal does not
+/// know; its items are still pending and will be written again, so the file leaves the dataset.
+/// It is moved to `orphaned/`, not deleted: a lost journal must never cost data.
+fn remove_uncommitted_shards(out: &Path, journal: &Journal) -> Result<()> {
+    let committed: std::collections::HashSet<String> =
+        journal.shards()?.into_iter().map(|s| s.file_name).collect();
+    for kind in [ShardKind::Accepted, ShardKind::Rejected] {
+        let dir = out.join(kind.dir_name());
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "parquet") {
+                continue;
+            }
+            let relative = format!(
+                "{}/{}",
+                kind.dir_name(),
+                entry.file_name().to_string_lossy()
+            );
+            if !committed.contains(&relative) {
+                let orphans = out.join("orphaned");
+                std::fs::create_dir_all(&orphans)?;
+                let target = orphans.join(entry.file_name());
+                tracing::warn!(shard = %relative, "moving a shard the journal never committed to orphaned/ (its items are redone)");
+                std::fs::rename(&path, &target)
+                    .with_context(|| format!("cannot move uncommitted shard {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn outcome_label(outcome: &Outcome) -> &'static str {

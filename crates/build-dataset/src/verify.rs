@@ -38,23 +38,30 @@ pub fn problems(dir: &Path) -> Result<Vec<String>> {
     let mut in_shards: HashMap<String, ItemState> = HashMap::new();
     for shard in &card.shards {
         let path = dir.join(&shard.path);
-        let (ids, state): (Vec<String>, ItemState) = if shard.kind == "accepted" {
-            match retina_shards::read_accepted(&path, false) {
-                Ok(rows) => (rows.into_iter().map(|r| r.id).collect(), ItemState::Accepted),
-                Err(err) => {
-                    problems.push(format!("{}: unreadable: {err}", shard.path));
-                    continue;
+        let (ids, state): (Vec<String>, ItemState) =
+            if shard.kind == retina_shards::ShardKind::Accepted {
+                match retina_shards::read_accepted(&path, false) {
+                    Ok(rows) => (
+                        rows.into_iter().map(|r| r.id).collect(),
+                        ItemState::Accepted,
+                    ),
+                    Err(err) => {
+                        problems.push(format!("{}: unreadable: {err}", shard.path));
+                        continue;
+                    }
                 }
-            }
-        } else {
-            match retina_shards::read_rejects(&path) {
-                Ok(rows) => (rows.into_iter().map(|r| r.id).collect(), ItemState::Rejected),
-                Err(err) => {
-                    problems.push(format!("{}: unreadable: {err}", shard.path));
-                    continue;
+            } else {
+                match retina_shards::read_rejects(&path) {
+                    Ok(rows) => (
+                        rows.into_iter().map(|r| r.id).collect(),
+                        ItemState::Rejected,
+                    ),
+                    Err(err) => {
+                        problems.push(format!("{}: unreadable: {err}", shard.path));
+                        continue;
+                    }
                 }
-            }
-        };
+            };
         for id in ids {
             in_shards.insert(id, state);
         }

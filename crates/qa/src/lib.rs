@@ -137,11 +137,22 @@ pub fn write_report(dir: &Path) -> Result<QaSummary, QaError> {
 
     for shard in &card.shards {
         let path = dir.join(&shard.path);
-        if shard.kind == "accepted" {
-            let rows = retina_shards::read_accepted(&path, true)
-                .map_err(|source| QaError::Shard { path: path.clone(), source })?;
+        if shard.kind == retina_shards::ShardKind::Accepted {
+            let rows =
+                retina_shards::read_accepted(&path, true).map_err(|source| QaError::Shard {
+                    path: path.clone(),
+                    source,
+                })?;
             for row in rows {
-                add_accepted(&mut report, &row, &mut words, &mut latencies, &mut vessel, &mut cdr, &mut sections);
+                add_accepted(
+                    &mut report,
+                    &row,
+                    &mut words,
+                    &mut latencies,
+                    &mut vessel,
+                    &mut cdr,
+                    &mut sections,
+                );
                 distinct.insert(blake_of(&row.caption));
                 let grade = grade_key(row.dr_grade);
                 let shown = gallery_by_grade.entry(grade.clone()).or_default();
@@ -151,13 +162,18 @@ pub fn write_report(dir: &Path) -> Result<QaSummary, QaError> {
                         "data:image/jpeg;base64,{}",
                         base64::engine::general_purpose::STANDARD.encode(&row.image)
                     );
-                    let title = format!("{} · {} · DR {} · {}", row.dataset, row.laterality, grade, row.id);
+                    let title = format!(
+                        "{} · {} · DR {} · {}",
+                        row.dataset, row.laterality, grade, row.id
+                    );
                     gallery.rows.push((url, title, row.caption.clone()));
                 }
             }
         } else {
-            let rows = retina_shards::read_rejects(&path)
-                .map_err(|source| QaError::Shard { path: path.clone(), source })?;
+            let rows = retina_shards::read_rejects(&path).map_err(|source| QaError::Shard {
+                path: path.clone(),
+                source,
+            })?;
             for row in rows {
                 add_reject(&mut report, &row, &mut gallery);
             }
@@ -167,7 +183,10 @@ pub fn write_report(dir: &Path) -> Result<QaSummary, QaError> {
     finish(&mut report, &words, &latencies, vessel, cdr, sections);
 
     let qa_dir = dir.join("qa");
-    std::fs::create_dir_all(&qa_dir).map_err(|source| QaError::Write { path: qa_dir.clone(), source })?;
+    std::fs::create_dir_all(&qa_dir).map_err(|source| QaError::Write {
+        path: qa_dir.clone(),
+        source,
+    })?;
     let json_path = qa_dir.join("report.json");
     let html_path = qa_dir.join("report.html");
     let markdown_path = qa_dir.join("report.md");
@@ -211,13 +230,22 @@ fn add_accepted(
     report.accepted += 1;
     bump(&mut report.accepted_by_dataset, row.dataset.clone());
     bump(&mut report.dr_grade, grade_key(row.dr_grade));
-    bump(&mut report.glaucoma, row.glaucoma.clone().unwrap_or_else(|| "unlabelled".into()));
+    bump(
+        &mut report.glaucoma,
+        row.glaucoma.clone().unwrap_or_else(|| "unlabelled".into()),
+    );
     bump(
         &mut report.amd,
-        row.amd.map_or("unlabelled", |a| if a { "yes" } else { "no" }),
+        row.amd
+            .map_or("unlabelled", |a| if a { "yes" } else { "no" }),
     );
     bump(&mut report.laterality, row.laterality.clone());
-    bump(&mut report.quality_grade, row.quality_grade.clone().unwrap_or_else(|| "unknown".into()));
+    bump(
+        &mut report.quality_grade,
+        row.quality_grade
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+    );
     for lesion in &row.lesions {
         bump(&mut report.lesion_mentions, lesion.clone());
     }
@@ -231,7 +259,10 @@ fn add_accepted(
     report.prompt_tokens += u64::from(row.prompt_tokens);
     report.completion_tokens += u64::from(row.completion_tokens);
     if let Some(density) = row.vessel_density {
-        vessel.entry(grade_key(row.dr_grade)).or_default().push(f64::from(density));
+        vessel
+            .entry(grade_key(row.dr_grade))
+            .or_default()
+            .push(f64::from(density));
     }
     if let Some(ratio) = row.cup_to_disc_ratio {
         cdr.entry(row.glaucoma.clone().unwrap_or_else(|| "unlabelled".into()))
@@ -270,21 +301,43 @@ fn finish(
     sections: BTreeMap<String, u64>,
 ) {
     let total = report.accepted + report.rejected;
-    report.acceptance_rate = if total == 0 { 0.0 } else { report.accepted as f64 / total as f64 };
+    report.acceptance_rate = if total == 0 {
+        0.0
+    } else {
+        report.accepted as f64 / total as f64
+    };
     report.caption_words = Stats::of(words);
     let tokens: Vec<f64> = words.iter().map(|w| w * 1.3).collect();
     report.caption_tokens_estimate = Stats::of(&tokens);
     report.captions_over_256_tokens = tokens.iter().filter(|t| **t > 256.0).count() as u64;
     report.captions_over_77_tokens = tokens.iter().filter(|t| **t > 77.0).count() as u64;
     report.latency_ms = Stats::of(latencies);
-    report.vessel_density_by_dr_grade = vessel.into_iter().map(|(k, v)| (k, Stats::of(&v))).collect();
+    report.vessel_density_by_dr_grade = vessel
+        .into_iter()
+        .map(|(k, v)| (k, Stats::of(&v)))
+        .collect();
     report.cup_to_disc_by_glaucoma = cdr.into_iter().map(|(k, v)| (k, Stats::of(&v))).collect();
-    for name in ["optic_disc", "rnfl", "vessels", "macula", "background", "quality", "impression"] {
+    for name in [
+        "optic_disc",
+        "rnfl",
+        "vessels",
+        "macula",
+        "background",
+        "quality",
+        "impression",
+    ] {
         let covered = sections.get(name).copied().unwrap_or(0);
-        let fraction = if report.accepted == 0 { 0.0 } else { covered as f64 / report.accepted as f64 };
+        let fraction = if report.accepted == 0 {
+            0.0
+        } else {
+            covered as f64 / report.accepted as f64
+        };
         report.section_coverage.insert(name.to_string(), fraction);
         if report.accepted > 0 && fraction < 0.9 {
-            report.warnings.push(format!("section {name} is covered in only {:.0}% of captions", fraction * 100.0));
+            report.warnings.push(format!(
+                "section {name} is covered in only {:.0}% of captions",
+                fraction * 100.0
+            ));
         }
     }
     if total > 0 && report.acceptance_rate < 0.5 {
@@ -294,9 +347,16 @@ fn finish(
         ));
     }
     for (dataset, rejected) in &report.rejected_by_dataset {
-        let accepted = report.accepted_by_dataset.get(dataset).copied().unwrap_or(0);
+        let accepted = report
+            .accepted_by_dataset
+            .get(dataset)
+            .copied()
+            .unwrap_or(0);
         if *rejected > accepted {
-            report.warnings.push(format!("dataset {dataset} is mostly rejected ({rejected} of {})", rejected + accepted));
+            report.warnings.push(format!(
+                "dataset {dataset} is mostly rejected ({rejected} of {})",
+                rejected + accepted
+            ));
         }
     }
     let graded: Vec<u64> = report
@@ -309,7 +369,9 @@ fn finish(
         && *min > 0
         && *max / *min >= 10
     {
-        report.warnings.push(format!("DR grades are imbalanced: the largest class has {max} rows, the smallest {min}"));
+        report.warnings.push(format!(
+            "DR grades are imbalanced: the largest class has {max} rows, the smallest {min}"
+        ));
     }
     if report.captions_over_256_tokens > 0 {
         report.warnings.push(format!(
@@ -375,7 +437,11 @@ fn escape(text: &str) -> String {
 
 fn bars(out: &mut String, id: &str, title: &str, map: &BTreeMap<String, u64>) {
     let max = map.values().copied().max().unwrap_or(1).max(1);
-    let _ = writeln!(out, "<section id=\"{id}\"><h2>{}</h2><table class=\"bars\">", escape(title));
+    let _ = writeln!(
+        out,
+        "<section id=\"{id}\"><h2>{}</h2><table class=\"bars\">",
+        escape(title)
+    );
     if map.is_empty() {
         let _ = writeln!(out, "<tr><td>none</td></tr>");
     }
@@ -454,23 +520,71 @@ fn html(report: &QaReport, gallery: &Gallery) -> String {
         let _ = writeln!(out, "<li class=\"warn\">{}</li>", escape(warning));
     }
     let _ = writeln!(out, "</ul></section>");
-    bars(&mut out, "by-dataset", "Accepted by dataset", &report.accepted_by_dataset);
-    bars(&mut out, "dr-grade", "DR grade (accepted)", &report.dr_grade);
-    bars(&mut out, "glaucoma", "Glaucoma (accepted)", &report.glaucoma);
+    bars(
+        &mut out,
+        "by-dataset",
+        "Accepted by dataset",
+        &report.accepted_by_dataset,
+    );
+    bars(
+        &mut out,
+        "dr-grade",
+        "DR grade (accepted)",
+        &report.dr_grade,
+    );
+    bars(
+        &mut out,
+        "glaucoma",
+        "Glaucoma (accepted)",
+        &report.glaucoma,
+    );
     bars(&mut out, "amd", "AMD (accepted)", &report.amd);
     bars(&mut out, "laterality", "Laterality", &report.laterality);
-    bars(&mut out, "quality", "Measured quality grade", &report.quality_grade);
-    bars(&mut out, "lesions", "Lesions named in captions", &report.lesion_mentions);
-    bars(&mut out, "reject-reasons", "Reject reasons", &report.reject_reasons);
+    bars(
+        &mut out,
+        "quality",
+        "Measured quality grade",
+        &report.quality_grade,
+    );
+    bars(
+        &mut out,
+        "lesions",
+        "Lesions named in captions",
+        &report.lesion_mentions,
+    );
+    bars(
+        &mut out,
+        "reject-reasons",
+        "Reject reasons",
+        &report.reject_reasons,
+    );
     let coverage: BTreeMap<String, u64> = report
         .section_coverage
         .iter()
         .map(|(k, v)| (k.clone(), (v * 100.0).round() as u64))
         .collect();
-    bars(&mut out, "coverage", "Section coverage (% of captions)", &coverage);
-    stats_table(&mut out, "vessel-density", "Vessel density by DR grade", &report.vessel_density_by_dr_grade);
-    stats_table(&mut out, "cup-to-disc", "Cup-to-disc ratio by glaucoma label", &report.cup_to_disc_by_glaucoma);
-    let _ = writeln!(out, "<section id=\"gallery\"><h2>Gallery (two per DR grade)</h2><div class=\"cards\">");
+    bars(
+        &mut out,
+        "coverage",
+        "Section coverage (% of captions)",
+        &coverage,
+    );
+    stats_table(
+        &mut out,
+        "vessel-density",
+        "Vessel density by DR grade",
+        &report.vessel_density_by_dr_grade,
+    );
+    stats_table(
+        &mut out,
+        "cup-to-disc",
+        "Cup-to-disc ratio by glaucoma label",
+        &report.cup_to_disc_by_glaucoma,
+    );
+    let _ = writeln!(
+        out,
+        "<section id=\"gallery\"><h2>Gallery (two per DR grade)</h2><div class=\"cards\">"
+    );
     for (url, title, caption) in &gallery.rows {
         let _ = writeln!(
             out,
@@ -481,7 +595,10 @@ fn html(report: &QaReport, gallery: &Gallery) -> String {
         );
     }
     let _ = writeln!(out, "</div></section>");
-    let _ = writeln!(out, "<section id=\"reject-examples\"><h2>Reject examples</h2>");
+    let _ = writeln!(
+        out,
+        "<section id=\"reject-examples\"><h2>Reject examples</h2>"
+    );
     if gallery.rejects.is_empty() {
         let _ = writeln!(out, "<p>none</p>");
     }
@@ -525,13 +642,35 @@ mod tests {
         report.dr_grade.insert("0".into(), 95);
         report.dr_grade.insert("4".into(), 5);
         let mut sections = BTreeMap::new();
-        for name in ["optic_disc", "vessels", "macula", "background", "quality", "impression"] {
+        for name in [
+            "optic_disc",
+            "vessels",
+            "macula",
+            "background",
+            "quality",
+            "impression",
+        ] {
             sections.insert(name.to_string(), 100);
         }
         sections.insert("rnfl".to_string(), 10);
-        finish(&mut report, &[100.0], &[1.0], BTreeMap::new(), BTreeMap::new(), sections);
-        assert!(report.warnings.iter().any(|w| w.contains("rnfl")), "{:?}", report.warnings);
-        assert!(report.warnings.iter().any(|w| w.contains("imbalanced")), "{:?}", report.warnings);
+        finish(
+            &mut report,
+            &[100.0],
+            &[1.0],
+            BTreeMap::new(),
+            BTreeMap::new(),
+            sections,
+        );
+        assert!(
+            report.warnings.iter().any(|w| w.contains("rnfl")),
+            "{:?}",
+            report.warnings
+        );
+        assert!(
+            report.warnings.iter().any(|w| w.contains("imbalanced")),
+            "{:?}",
+            report.warnings
+        );
         assert!((report.section_coverage["rnfl"] - 0.1).abs() < 1e-9);
     }
 }
