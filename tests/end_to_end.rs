@@ -88,7 +88,12 @@ fn demo_build_end_to_end_then_resume_and_verify() {
 
     let first = run(&["build", "--out", out_str]);
     assert!(first.status.success(), "{}", text(&first));
-    for path in ["dataset.json", "qa/report.html", "qa/report.json", "qa/report.md"] {
+    for path in [
+        "dataset.json",
+        "qa/report.html",
+        "qa/report.json",
+        "qa/report.md",
+    ] {
         assert!(out.join(path).is_file(), "{path} missing: {}", text(&first));
     }
     assert!(out.join("rejects").is_dir());
@@ -116,10 +121,18 @@ fn demo_build_end_to_end_then_resume_and_verify() {
     grades.sort();
     grades.dedup();
     assert_eq!(grades, vec![0, 1, 2, 3, 4], "every DR grade present");
-    assert_eq!(seen["captions"].as_u64().unwrap(), accepted, "every caption is a paragraph");
+    assert_eq!(
+        seen["captions"].as_u64().unwrap(),
+        accepted,
+        "every caption is a paragraph"
+    );
     let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("qa/report.json")).unwrap()).unwrap();
-    assert!(report["glaucoma"]["suspect"].as_u64().unwrap_or(0) > 0, "{report}");
+        serde_json::from_str(&std::fs::read_to_string(out.join("qa/report.json")).unwrap())
+            .unwrap();
+    assert!(
+        report["glaucoma"]["suspect"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
     assert!(report["amd"]["yes"].as_u64().unwrap_or(0) > 0, "{report}");
 
     // Resume: the second run does no new work and leaves the shards as they were.
@@ -141,7 +154,10 @@ fn demo_build_end_to_end_then_resume_and_verify() {
             (p, bytes)
         })
         .collect();
-    assert_eq!(before, after, "a resumed run must not touch committed shards");
+    assert_eq!(
+        before, after,
+        "a resumed run must not touch committed shards"
+    );
     assert_eq!(card(&out)["counts"], card1["counts"]);
 
     let verify = run(&["verify", out_str]);
@@ -200,21 +216,39 @@ fn bad_images_are_rejected_with_reasons_and_the_run_goes_on() {
     std::fs::write(images.join("empty.jpg"), b"").unwrap();
     std::fs::write(images.join("garbage.png"), b"this is not a png at all").unwrap();
     let good = std::fs::read(images.join("1_left.jpeg")).unwrap_or_else(|_| {
-        std::fs::read(std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path()).unwrap()
+        std::fs::read(
+            std::fs::read_dir(&images)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap()
     });
     std::fs::write(images.join("truncated.jpg"), &good[..good.len() / 3]).unwrap();
 
     let out = tmp.path().join("out");
-    let build = run(&["build", "--out", out.to_str().unwrap(), "--images", images.to_str().unwrap()]);
+    let build = run(&[
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+    ]);
     assert!(build.status.success(), "{}", text(&build));
     let card = card(&out);
     assert_eq!(card["counts"]["accepted"].as_u64(), Some(2), "{card}");
     assert_eq!(card["counts"]["rejected"].as_u64(), Some(3), "{card}");
     let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("qa/report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("qa/report.json")).unwrap())
+            .unwrap();
     let reasons = report["reject_reasons"].as_object().unwrap();
     assert!(reasons.contains_key("image.empty"), "{reasons:?}");
-    assert!(reasons.keys().any(|k| k.starts_with("image.")), "{reasons:?}");
+    assert!(
+        reasons.keys().any(|k| k.starts_with("image.")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -241,10 +275,21 @@ fn every_subcommand_explains_itself_with_an_example() {
         let help = run(&[sub, "--help"]);
         assert!(help.status.success(), "{}", text(&help));
         let stdout = String::from_utf8_lossy(&help.stdout);
-        assert!(stdout.contains("Example"), "{sub} --help has no example:\n{stdout}");
+        assert!(
+            stdout.contains("Example"),
+            "{sub} --help has no example:\n{stdout}"
+        );
     }
     let build_help = String::from_utf8_lossy(&run(&["build", "--help"]).stdout).into_owned();
-    for option in ["--out", "--manifest", "--images", "--endpoint", "--model", "--config", "--limit"] {
+    for option in [
+        "--out",
+        "--manifest",
+        "--images",
+        "--endpoint",
+        "--model",
+        "--config",
+        "--limit",
+    ] {
         assert!(build_help.contains(option), "build --help lacks {option}");
     }
 }
