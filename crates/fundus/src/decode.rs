@@ -1,0 +1,128 @@
+//! Decoding with limits: guess the format from the content, refuse oversized frames from the
+//! header alone, refuse truncated JPEG/PNG files, and convert every colour type to RGB8.
+
+use crate::PrepareError;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
+use std::io::Cursor;
+
+/// Bytes per pixel the limit allows for (RGBA, 16 bits per channel: the largest decoded form).
+const MAX_BYTES_PER_PIXEL: u64 = 8;
+
+/// Decodes `bytes` to RGB8, refusing frames over `max_pixels` before any pixel is allocated.
+pub(crate) fn decode_rgb8(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PrepareError> {
+    if bytes.is_empty() {
+        return Err(PrepareError::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PrepareError::Decode(format!("reading header: {e}")))?;
+    let format = reader.format().ok_or(PrepareError::Unsupported)?;
+    check_complete(format, bytes)?;
+
+    let mut reader = reader;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(PrepareError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(PrepareError::Decode(format!(
+            "image has no pixels ({width}x{height})"
+        )));
+    }
+    if decoder.total_bytes() > max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL) {
+        return Err(PrepareError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    // Camera JPEGs may carry an EXIF rotation; the disc side (a laterality hint) needs the
+    // image as displayed. A broken orientation tag is not worth rejecting the image for.
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        ImageError::Limits(_) => PrepareError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        },
+        other => map_image_error(other),
+    })?;
+    if let Some(o) = orientation {
+        image.apply_orientation(o);
+    }
+    Ok(image.into_rgb8())
+}
+
+fn map_image_error(e: ImageError) -> PrepareError {
+    match e {
+        ImageError::Unsupported(_) => PrepareError::Unsupported,
+        other => PrepareError::Decode(other.to_string()),
+    }
+}
+
+/// Lenient decoders fill a truncated JPEG with grey and a PNG cut after its pixel data decodes
+/// fine; a file cut short is damaged either way, so require the end markers.
+fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), PrepareError> {
+    match format {
+        ImageFormat::Jpeg => {
+            // End of image must follow the last start of scan (thumbnails carry their own
+            // markers earlier in the file; entropy-coded data cannot contain FF D9).
+            let last_sos = rfind(bytes, &[0xFF, 0xDA]);
+            let last_eoi = rfind(bytes, &[0xFF, 0xD9]);
+            match (last_sos, last_eoi) {
+                (Some(s), Some(e)) if e > s => Ok(()),
+                _ => Err(PrepareError::Decode(
+                    "truncated JPEG: no end-of-image marker after the last scan".into(),
+                )),
+            }
+        }
+        ImageFormat::Png => {
+            // IEND has no data, so its type and CRC are always these eight bytes.
+            if rfind(bytes, b"IEND\xAE\x42\x60\x82").is_some() {
+                Ok(())
+            } else {
+                Err(PrepareError::Decode("truncated PNG: no IEND chunk".into()))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfind_finds_the_last_match() {
+        assert_eq!(rfind(b"abcabc", b"bc"), Some(4));
+        assert_eq!(rfind(b"ab", b"abc"), None);
+        assert_eq!(rfind(b"abc", b""), None);
+    }
+
+    #[test]
+    fn jpeg_without_eoi_is_truncated() {
+        let bytes = [0xFF, 0xD8, 0xFF, 0xDA, 0, 1, 2];
+        assert!(matches!(
+            check_complete(ImageFormat::Jpeg, &bytes),
+            Err(PrepareError::Decode(_))
+        ));
+        let ok = [0xFF, 0xD8, 0xFF, 0xDA, 0, 1, 2, 0xFF, 0xD9];
+        assert!(check_complete(ImageFormat::Jpeg, &ok).is_ok());
+    }
+}

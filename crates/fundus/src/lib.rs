@@ -1,0 +1,428 @@
+//! The fundus image stage: image bytes in, a prepared image plus measured facts out.
+//!
+//! This crate owns decoding (with size limits), finding the circular field of view, cropping to
+//! it and padding to a square (so every output is centred the same way), the measurements that
+//! ground captions ([`retina_records::ImageFacts`]: quality metrics, optic disc, vessel density,
+//! fractal dimension, lesion-candidate counts, perceptual hash), resizing and encoding. It does no
+//! file or network I/O. Entry point: [`prepare`]. Methods, thresholds and limits are documented
+//! in `docs/measurements.md` and in [`thresholds`].
+
+#![warn(missing_docs)]
+
+use fast_image_resize as fr;
+use retina_records::ImageFacts;
+use serde::{Deserialize, Serialize};
+
+mod decode;
+mod fov;
+mod measure;
+mod plane;
+
+#[cfg(test)]
+mod testimg;
+#[cfg(test)]
+mod tests;
+
+/// Image encoding of the prepared output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Baseline JPEG (RGB, 4:2:0 as the `image` crate encodes it).
+    #[default]
+    Jpeg,
+    /// Lossless PNG (fast compression).
+    Png,
+}
+
+impl OutputFormat {
+    /// File extension without the dot: `jpg` or `png`.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Png => "png",
+        }
+    }
+
+    /// MIME type: `image/jpeg` or `image/png`.
+    pub fn mime(&self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+        }
+    }
+}
+
+/// How [`prepare`] shapes its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrepareConfig {
+    /// Side of the square output in pixels (default 1024; 16 to 8192).
+    pub target_size: u32,
+    /// Output encoding (default JPEG).
+    pub output_format: OutputFormat,
+    /// JPEG quality 1-100 (default 90); ignored for PNG.
+    pub jpeg_quality: u8,
+    /// Largest decoded frame in pixels (default 80 MP); larger images are refused from their
+    /// header, before any pixel buffer is allocated (decompression bombs).
+    pub max_pixels: u64,
+    /// Black border kept around the field circle, as a fraction of its radius (default 0.02;
+    /// 0 to 0.5).
+    pub margin: f32,
+}
+
+impl Default for PrepareConfig {
+    fn default() -> Self {
+        PrepareConfig {
+            target_size: 1024,
+            output_format: OutputFormat::Jpeg,
+            jpeg_quality: 90,
+            max_pixels: 80_000_000,
+            margin: 0.02,
+        }
+    }
+}
+
+impl PrepareConfig {
+    /// Checks the ranges documented on each field.
+    pub fn validate(&self) -> Result<(), PrepareError> {
+        if !(16..=8192).contains(&self.target_size) {
+            return Err(PrepareError::InvalidConfig(format!(
+                "target_size {} is outside 16-8192",
+                self.target_size
+            )));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return Err(PrepareError::InvalidConfig(format!(
+                "jpeg_quality {} is outside 1-100",
+                self.jpeg_quality
+            )));
+        }
+        if self.max_pixels == 0 {
+            return Err(PrepareError::InvalidConfig("max_pixels is 0".into()));
+        }
+        if !(self.margin.is_finite() && (0.0..=0.5).contains(&self.margin)) {
+            return Err(PrepareError::InvalidConfig(format!(
+                "margin {} is outside 0-0.5",
+                self.margin
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A prepared image: encoded bytes and what was measured on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedImage {
+    /// The encoded square image.
+    pub bytes: Vec<u8>,
+    /// How `bytes` are encoded.
+    pub format: OutputFormat,
+    /// Sizes, quality metrics and measurements.
+    pub facts: ImageFacts,
+}
+
+/// Why an image could not be prepared. [`PrepareError::code`] gives a stable machine code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    /// The input has no bytes.
+    #[error("image file is empty")]
+    Empty,
+    /// The bytes are not a decodable image of a supported format (corrupt, truncated, mislabelled).
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    /// The format is not recognised or not enabled (only JPEG, PNG, TIFF, BMP and PNM are).
+    #[error("unsupported image format")]
+    Unsupported,
+    /// The frame is larger than `max_pixels`.
+    #[error("image is {width}x{height}, over the limit of {limit} pixels")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The configured pixel limit.
+        limit: u64,
+    },
+    /// No circular field of view was found (black or blank frame, not a fundus photograph).
+    #[error("no circular field of view found")]
+    NoFieldOfView,
+    /// Encoding the output failed.
+    #[error("cannot encode output: {0}")]
+    Encode(String),
+    /// The configuration is out of range.
+    #[error("invalid image configuration: {0}")]
+    InvalidConfig(String),
+    /// Resizing failed (should not happen; reported rather than panicking).
+    #[error("cannot resize image: {0}")]
+    Resize(String),
+}
+
+impl PrepareError {
+    /// Stable code for reject records: `image.empty`, `image.decode`, `image.unsupported`,
+    /// `image.too_large`, `image.no_field_of_view`, `image.encode`, `image.config`,
+    /// `image.resize`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PrepareError::Empty => "image.empty",
+            PrepareError::Decode(_) => "image.decode",
+            PrepareError::Unsupported => "image.unsupported",
+            PrepareError::TooLarge { .. } => "image.too_large",
+            PrepareError::NoFieldOfView => "image.no_field_of_view",
+            PrepareError::Encode(_) => "image.encode",
+            PrepareError::InvalidConfig(_) => "image.config",
+            PrepareError::Resize(_) => "image.resize",
+        }
+    }
+}
+
+/// Thresholds and method parameters of the measurements, all documented with their units.
+///
+/// Lengths ending in `_RADIUS`/`_WITHIN`/`_BAND` are fractions of the field-of-view radius, so
+/// they hold at any working scale. The quality thresholds were set on synthetic renders and a
+/// reading of the literature, not fitted to a graded dataset: treat the measured grade as a
+/// hint below a dataset's own quality label (which takes precedence, see `Labels::quality`).
+pub mod thresholds {
+    /// Mean field luminance (0-1) below which an image is graded reject (too dark to read).
+    pub const BRIGHTNESS_REJECT_BELOW: f32 = 0.06;
+    /// Mean field luminance (0-1) above which an image is graded reject (washed out).
+    pub const BRIGHTNESS_REJECT_ABOVE: f32 = 0.92;
+    /// Lowest mean field luminance (0-1) of a good image; between this and the reject threshold
+    /// it is usable.
+    pub const BRIGHTNESS_GOOD_FROM: f32 = 0.12;
+    /// Highest mean field luminance (0-1) of a good image.
+    pub const BRIGHTNESS_GOOD_UP_TO: f32 = 0.8;
+    /// Luminance standard deviation (0-1) below which the field is featureless: reject.
+    pub const CONTRAST_REJECT_BELOW: f32 = 0.015;
+    /// Variance of the green Laplacian (0-255 scale, output resolution) below which the image
+    /// is too blurred to read: reject.
+    pub const SHARPNESS_REJECT_BELOW: f32 = 1.0;
+    /// Variance of the green Laplacian from which an image counts as sharp (good).
+    pub const SHARPNESS_GOOD_FROM: f32 = 4.0;
+    /// Illumination uniformity (0-1) below which the image is graded reject.
+    pub const UNIFORMITY_REJECT_BELOW: f32 = 0.35;
+    /// Illumination uniformity (0-1) from which an image can be good.
+    pub const UNIFORMITY_GOOD_FROM: f32 = 0.6;
+
+    /// Least relative prominence of the smoothed disc maximum over its surround (`peak / local
+    /// mean - 1`) for a disc to be reported.
+    pub const DISC_MIN_PROMINENCE: f32 = 0.08;
+    /// A disc whose centre is within this horizontal distance of the field centre is on the
+    /// `Centre` side.
+    pub const DISC_CENTRE_BAND: f32 = 0.15;
+    /// A disc within this distance of the field centre makes the image disc-centred.
+    pub const DISC_CENTRED_WITHIN: f32 = 0.3;
+
+    /// Radius of the square structuring element of the vessel black top-hat (vessels narrower
+    /// than twice this are detected).
+    pub const VESSEL_SE_RADIUS: f32 = 0.025;
+    /// Least relative darkness (`(closing - green) / closing`) of a vessel pixel.
+    pub const VESSEL_MIN_CONTRAST: f32 = 0.04;
+    /// Vessel threshold above the field's median top-hat, in robust standard deviations.
+    pub const VESSEL_NOISE_SIGMAS: f32 = 3.0;
+    /// A vessel component must hold at least one pixel this many robust standard deviations
+    /// above the median (hysteresis).
+    pub const VESSEL_STRONG_SIGMAS: f32 = 8.0;
+    /// Smallest kept vessel component, as a fraction of `r²`.
+    pub const VESSEL_MIN_AREA: f32 = 0.0002;
+    /// Structuring element radius of the dark-lesion top-hat (blot haemorrhages fit inside).
+    pub const DARK_LESION_SE_RADIUS: f32 = 0.05;
+    /// Least relative darkness of a dark-lesion pixel.
+    pub const DARK_LESION_MIN_CONTRAST: f32 = 0.08;
+    /// Dark-lesion threshold above the field's median coarse black top-hat, in robust standard
+    /// deviations.
+    pub const DARK_NOISE_SIGMAS: f32 = 5.0;
+    /// Structuring element radius of the bright-lesion white top-hat.
+    pub const BRIGHT_LESION_SE_RADIUS: f32 = 0.03;
+    /// Least relative brightness (`(green - opening) / opening`) of a bright-lesion pixel.
+    pub const BRIGHT_LESION_MIN_CONTRAST: f32 = 0.08;
+    /// Bright-lesion threshold above the field's median white top-hat, in robust standard
+    /// deviations.
+    pub const BRIGHT_NOISE_SIGMAS: f32 = 4.0;
+    /// Largest lesion candidate, as an equivalent radius.
+    pub const LESION_MAX_RADIUS: f32 = 0.06;
+}
+
+/// Longest side of the copy the field of view is searched on.
+const FOV_WORK_SIZE: u32 = 512;
+
+/// Decode, find the circular field of view, crop to it with a margin, pad to square (so every
+/// output is centred the same way), measure, resize to `target_size` (fast_image_resize,
+/// Catmull-Rom: sharper than bilinear and with less ringing than Lanczos at the black rim),
+/// encode. Never panics on any input.
+pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, PrepareError> {
+    config.validate()?;
+    // Third-party decoders see untrusted bytes; a bug there must reject one image, not end a run.
+    let rgb = std::panic::catch_unwind(|| decode::decode_rgb8(bytes, config.max_pixels))
+        .map_err(|_| PrepareError::Decode("decoder panicked on this input".into()))??;
+    let (ow, oh) = rgb.dimensions();
+    let mut resizer = fr::Resizer::new();
+
+    // 1. Field of view, found on a small copy.
+    let field = locate_field(&rgb, &mut resizer)?;
+    let fov_fraction = field.fov_fraction;
+    // Continuous coordinates (pixel i spans [i, i+1)) of the field centre in the original.
+    let ccx = field.cx + 0.5;
+    let ccy = field.cy + 0.5;
+    let radius = field.r;
+
+    // 2. Square crop box around the circle; the part outside the frame becomes black padding.
+    let target = config.target_size;
+    let half = radius * (1.0 + config.margin);
+    let (box_left, box_top) = (ccx - half, ccy - half);
+    let scale = target as f32 / (2.0 * half);
+    let to_dst = |v: f32| (v * scale).round().clamp(0.0, target as f32) as u32;
+    let (dl, dr) = (to_dst(-box_left), to_dst(ow as f32 - box_left));
+    let (dt, db) = (to_dst(-box_top), to_dst(oh as f32 - box_top));
+    if dr <= dl || db <= dt {
+        return Err(PrepareError::NoFieldOfView);
+    }
+    let src_l = f64::from(box_left + dl as f32 / scale).clamp(0.0, f64::from(ow));
+    let src_t = f64::from(box_top + dt as f32 / scale).clamp(0.0, f64::from(oh));
+    let src_w = f64::from((dr - dl) as f32 / scale).min(f64::from(ow) - src_l);
+    let src_h = f64::from((db - dt) as f32 / scale).min(f64::from(oh) - src_t);
+    if !(src_w > 0.0 && src_h > 0.0) {
+        return Err(PrepareError::NoFieldOfView);
+    }
+    let mut canvas = fr::images::Image::new(target, target, fr::PixelType::U8x3);
+    {
+        let mut region = fr::images::CroppedImageMut::new(&mut canvas, dl, dt, dr - dl, db - dt)
+            .map_err(|e| PrepareError::Resize(e.to_string()))?;
+        let opts = fr::ResizeOptions::new()
+            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom))
+            .crop(src_l, src_t, src_w, src_h);
+        resizer
+            .resize(&rgb, &mut region, &opts)
+            .map_err(|e| PrepareError::Resize(e.to_string()))?;
+    }
+    drop(rgb);
+    let output = canvas.into_vec();
+    let out_geom = measure::Geometry {
+        cx: target as f32 / 2.0 - 0.5,
+        cy: target as f32 / 2.0 - 0.5,
+        r: radius * scale,
+        valid: (dl as usize, dt as usize, dr as usize, db as usize),
+    };
+
+    // 3. Measurements on a working copy of at most WORK_SIZE pixels.
+    let ws = target.min(measure::WORK_SIZE);
+    let work = if ws == target {
+        output.clone()
+    } else {
+        let src = fr::images::ImageRef::new(target, target, &output, fr::PixelType::U8x3)
+            .map_err(|e| PrepareError::Resize(e.to_string()))?;
+        let mut dst = fr::images::Image::new(ws, ws, fr::PixelType::U8x3);
+        let opts =
+            fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box));
+        resizer
+            .resize(&src, &mut dst, &opts)
+            .map_err(|e| PrepareError::Resize(e.to_string()))?;
+        dst.into_vec()
+    };
+    let work_geom = out_geom.scaled(ws as f32 / target as f32);
+    let m = measure::measure(
+        &measure::View {
+            rgb: &work,
+            w: ws as usize,
+            h: ws as usize,
+            geom: work_geom,
+        },
+        &measure::View {
+            rgb: &output,
+            w: target as usize,
+            h: target as usize,
+            geom: out_geom,
+        },
+    );
+
+    // 4. Encode.
+    let bytes = encode(&output, target, config)?;
+    Ok(PreparedImage {
+        bytes,
+        format: config.output_format,
+        facts: ImageFacts {
+            original_width: ow,
+            original_height: oh,
+            output_width: target,
+            output_height: target,
+            fov_fraction,
+            quality: m.quality,
+            disc: m.disc,
+            centring: m.centring,
+            vessel_density: m.vessel_density,
+            tortuosity: None,
+            fractal_dimension: m.fractal_dimension,
+            cup_to_disc_ratio: m.cup_to_disc_ratio,
+            bright_lesion_candidates: m.bright_lesion_candidates,
+            dark_lesion_candidates: m.dark_lesion_candidates,
+            perceptual_hash: m.perceptual_hash,
+        },
+    })
+}
+
+/// The field of view in original pixels (pixel centres at integers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Field {
+    pub cx: f32,
+    pub cy: f32,
+    pub r: f32,
+    /// Fraction of the frame inside the circle.
+    pub fov_fraction: f32,
+}
+
+/// Finds the field of view on a copy of at most [`FOV_WORK_SIZE`] pixels and maps it back.
+pub(crate) fn locate_field(
+    rgb: &image::RgbImage,
+    resizer: &mut fr::Resizer,
+) -> Result<Field, PrepareError> {
+    let (ow, oh) = rgb.dimensions();
+    let s0 = (FOV_WORK_SIZE as f32 / ow.max(oh) as f32).min(1.0);
+    let w0 = ((ow as f32 * s0).round() as u32).max(1);
+    let h0 = ((oh as f32 * s0).round() as u32).max(1);
+    let resized;
+    let small: &[u8] = if (w0, h0) == (ow, oh) {
+        rgb.as_raw()
+    } else {
+        let mut dst = fr::images::Image::new(w0, h0, fr::PixelType::U8x3);
+        let opts =
+            fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box));
+        resizer
+            .resize(rgb, &mut dst, &opts)
+            .map_err(|e| PrepareError::Resize(e.to_string()))?;
+        resized = dst.into_vec();
+        &resized
+    };
+    let c0 = fov::find_fov(small, w0 as usize, h0 as usize).ok_or(PrepareError::NoFieldOfView)?;
+    let r2 = c0.r * c0.r;
+    let inside = (0..(w0 as usize * h0 as usize))
+        .filter(|i| {
+            let (x, y) = ((i % w0 as usize) as f32, (i / w0 as usize) as f32);
+            (x - c0.cx).powi(2) + (y - c0.cy).powi(2) <= r2
+        })
+        .count();
+    let (sx, sy) = (ow as f32 / w0 as f32, oh as f32 / h0 as f32);
+    Ok(Field {
+        cx: (c0.cx + 0.5) * sx - 0.5,
+        cy: (c0.cy + 0.5) * sy - 0.5,
+        r: c0.r * (sx + sy) / 2.0,
+        fov_fraction: inside as f32 / (w0 as f32 * h0 as f32),
+    })
+}
+
+fn encode(rgb: &[u8], side: u32, config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {
+    use image::ImageEncoder;
+    let mut out = Vec::with_capacity((side as usize * side as usize) / 4);
+    let result = match config.output_format {
+        OutputFormat::Jpeg => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, config.jpeg_quality)
+                .write_image(rgb, side, side, image::ExtendedColorType::Rgb8)
+        }
+        OutputFormat::Png => image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Adaptive,
+        )
+        .write_image(rgb, side, side, image::ExtendedColorType::Rgb8),
+    };
+    result.map_err(|e| PrepareError::Encode(e.to_string()))?;
+    Ok(out)
+}

@@ -1,0 +1,530 @@
+//! A single-channel `f32` image and the few filters the measurements need.
+//!
+//! Everything here works on buffers this crate allocated itself, with sizes checked at
+//! construction, so row/column arithmetic stays in bounds; access still goes through
+//! `get`/`chunks` so a logic error cannot become a panic.
+
+/// A single-channel image, row-major, `w * h` values.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plane {
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    /// A plane filled with `value`.
+    pub fn filled(w: usize, h: usize, value: f32) -> Self {
+        Plane {
+            w,
+            h,
+            data: vec![value; w * h],
+        }
+    }
+
+    /// Builds a plane from an interleaved RGB8 buffer with a per-pixel mapping.
+    pub fn from_rgb(rgb: &[u8], w: usize, h: usize, f: impl Fn(f32, f32, f32) -> f32) -> Self {
+        let mut data = Vec::with_capacity(w * h);
+        for px in rgb.chunks_exact(3).take(w * h) {
+            if let [r, g, b] = px {
+                data.push(f(f32::from(*r), f32::from(*g), f32::from(*b)));
+            }
+        }
+        data.resize(w * h, 0.0);
+        Plane { w, h, data }
+    }
+
+    /// Value at `(x, y)`, or 0 outside.
+    #[inline]
+    pub fn get(&self, x: usize, y: usize) -> f32 {
+        if x < self.w && y < self.h {
+            self.data.get(y * self.w + x).copied().unwrap_or(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Value at signed coordinates, clamped to the border.
+    #[inline]
+    pub fn get_clamped(&self, x: isize, y: isize) -> f32 {
+        // min-then-max rather than clamp: clamp panics on an empty plane (max < min).
+        let cx = x.min(self.w as isize - 1).max(0) as usize;
+        let cy = y.min(self.h as isize - 1).max(0) as usize;
+        self.get(cx, cy)
+    }
+
+    /// Mean of a box of radius `r` around each pixel, counting only pixels where `mask` is set
+    /// (so the black outside the field does not darken the field's edge). Pixels with no masked
+    /// neighbour get `fallback`.
+    pub fn masked_box_mean(&self, mask: &[bool], r: usize, fallback: f32) -> Plane {
+        let (w, h) = (self.w, self.h);
+        // Summed-area tables of value and count; f64 keeps 512x512x255 sums exact enough.
+        let stride = w + 1;
+        let mut sum = vec![0.0f64; stride * (h + 1)];
+        let mut cnt = vec![0u32; stride * (h + 1)];
+        for y in 0..h {
+            let mut row_sum = 0.0f64;
+            let mut row_cnt = 0u32;
+            for x in 0..w {
+                let i = y * w + x;
+                if mask.get(i).copied().unwrap_or(false) {
+                    row_sum += f64::from(self.data.get(i).copied().unwrap_or(0.0));
+                    row_cnt += 1;
+                }
+                let above = y * stride + x + 1;
+                let here = (y + 1) * stride + x + 1;
+                let (sa, ca) = (
+                    sum.get(above).copied().unwrap_or(0.0),
+                    cnt.get(above).copied().unwrap_or(0),
+                );
+                if let Some(s) = sum.get_mut(here) {
+                    *s = sa + row_sum;
+                }
+                if let Some(c) = cnt.get_mut(here) {
+                    *c = ca + row_cnt;
+                }
+            }
+        }
+        let mut out = Plane::filled(w, h, fallback);
+        for y in 0..h {
+            let y0 = y.saturating_sub(r);
+            let y1 = (y + r + 1).min(h);
+            for x in 0..w {
+                let x0 = x.saturating_sub(r);
+                let x1 = (x + r + 1).min(w);
+                let rect = |t: &dyn Fn(usize) -> f64| {
+                    t(y1 * stride + x1) - t(y0 * stride + x1) - t(y1 * stride + x0)
+                        + t(y0 * stride + x0)
+                };
+                let s = rect(&|i| sum.get(i).copied().unwrap_or(0.0));
+                let c = rect(&|i| f64::from(cnt.get(i).copied().unwrap_or(0)));
+                if c > 0.0
+                    && let Some(o) = out.data.get_mut(y * w + x)
+                {
+                    *o = (s / c) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// Plain box mean of radius `r` (border pixels average over the part inside the image).
+    pub fn box_mean(&self, r: usize) -> Plane {
+        let all = vec![true; self.w * self.h];
+        self.masked_box_mean(&all, r, 0.0)
+    }
+
+    /// Grey-level dilation (`max`) with a `(2r+1)` square, separable.
+    pub fn dilate(&self, r: usize) -> Plane {
+        self.morph(r, true)
+    }
+
+    /// Grey-level erosion (`min`) with a `(2r+1)` square, separable.
+    pub fn erode(&self, r: usize) -> Plane {
+        self.morph(r, false)
+    }
+
+    /// Closing: fills dark structures narrower than the square (vessels, small haemorrhages).
+    pub fn close(&self, r: usize) -> Plane {
+        self.dilate(r).erode(r)
+    }
+
+    /// Opening: removes bright structures narrower than the square (exudates).
+    pub fn open(&self, r: usize) -> Plane {
+        self.erode(r).dilate(r)
+    }
+
+    fn morph(&self, r: usize, is_max: bool) -> Plane {
+        let mut scratch = VanHerk::default();
+        let rows = morph_rows(&self.data, self.w, r, is_max, &mut scratch);
+        Plane {
+            w: self.w,
+            h: self.h,
+            data: morph_cols(&rows, self.w, r, is_max),
+        }
+    }
+}
+
+/// The running max/min down the columns, done a whole row at a time (the same van Herk blocks,
+/// with rows in place of samples) so memory is read in order.
+fn morph_cols(data: &[f32], w: usize, r: usize, is_max: bool) -> Vec<f32> {
+    let w = w.max(1);
+    let h = data.len() / w;
+    let k = 2 * r + 1;
+    let neutral = if is_max {
+        f32::NEG_INFINITY
+    } else {
+        f32::INFINITY
+    };
+    let pick = |a: f32, b: f32| if is_max { a.max(b) } else { a.min(b) };
+    let mut g = vec![neutral; r * w];
+    g.extend_from_slice(data);
+    g.resize((h + 2 * r) * w, neutral);
+    let mut hh = g.clone();
+    for block in g.chunks_mut(k * w) {
+        let mut rows = block.chunks_exact_mut(w);
+        if let Some(mut prev) = rows.next() {
+            for cur in rows {
+                for (c, p) in cur.iter_mut().zip(prev.iter()) {
+                    *c = pick(*c, *p);
+                }
+                prev = cur;
+            }
+        }
+    }
+    for block in hh.chunks_mut(k * w) {
+        let mut rows = block.chunks_exact_mut(w).rev();
+        if let Some(mut next) = rows.next() {
+            for cur in rows {
+                for (c, n) in cur.iter_mut().zip(next.iter()) {
+                    *c = pick(*c, *n);
+                }
+                next = cur;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(h * w);
+    for (a, b) in hh
+        .chunks_exact(w)
+        .zip(g.chunks_exact(w).skip(k - 1))
+        .take(h)
+    {
+        out.extend(a.iter().zip(b).map(|(x, y)| pick(*x, *y)));
+    }
+    out
+}
+
+/// Applies the running max/min to every row of a row-major buffer with rows of `w`.
+fn morph_rows(data: &[f32], w: usize, r: usize, is_max: bool, scratch: &mut VanHerk) -> Vec<f32> {
+    let mut out = vec![0.0f32; data.len()];
+    for (src, dst) in data
+        .chunks_exact(w.max(1))
+        .zip(out.chunks_exact_mut(w.max(1)))
+    {
+        scratch.run(src, r, is_max, dst);
+    }
+    out
+}
+
+/// Scratch buffers of the van Herk / Gil-Werman running max/min, reused across lines.
+#[derive(Default)]
+struct VanHerk {
+    g: Vec<f32>,
+    h: Vec<f32>,
+}
+
+impl VanHerk {
+    /// Running max/min over windows of `2r+1` in O(1) per sample, with the window clipped at
+    /// the ends of the line; writes `line.len()` values into `out`.
+    fn run(&mut self, line: &[f32], r: usize, is_max: bool, out: &mut [f32]) {
+        let n = line.len();
+        let k = 2 * r + 1;
+        let neutral = if is_max {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
+        let pick = |a: f32, b: f32| if is_max { a.max(b) } else { a.min(b) };
+        // Padded by r neutral values on each side so every window [i, i + k) lies inside;
+        // padding never wins.
+        let len = n + 2 * r;
+        self.g.clear();
+        self.g.resize(r, neutral);
+        self.g.extend_from_slice(line);
+        self.g.resize(len, neutral);
+        self.h.clear();
+        self.h.extend_from_slice(&self.g);
+        // g: prefix extreme within each block of k; h: suffix extreme within each block.
+        for block in self.g.chunks_mut(k) {
+            let mut acc = neutral;
+            for v in block.iter_mut() {
+                acc = pick(acc, *v);
+                *v = acc;
+            }
+        }
+        for block in self.h.chunks_mut(k) {
+            let mut acc = neutral;
+            for v in block.iter_mut().rev() {
+                acc = pick(acc, *v);
+                *v = acc;
+            }
+        }
+        let tail = self.g.get(k - 1..).unwrap_or(&[]);
+        for ((o, a), b) in out.iter_mut().zip(&self.h).zip(tail) {
+            *o = pick(*a, *b);
+        }
+    }
+}
+
+/// Summed-area table of a plane, for box sums in O(1).
+#[derive(Debug, Clone)]
+pub(crate) struct SummedArea {
+    w: usize,
+    h: usize,
+    data: Vec<f64>,
+}
+
+impl SummedArea {
+    pub fn new(p: &Plane) -> Self {
+        let stride = p.w + 1;
+        let mut data = vec![0.0f64; stride * (p.h + 1)];
+        for y in 0..p.h {
+            let mut row = 0.0f64;
+            for x in 0..p.w {
+                row += f64::from(p.get(x, y));
+                let above = data.get(y * stride + x + 1).copied().unwrap_or(0.0);
+                if let Some(d) = data.get_mut((y + 1) * stride + x + 1) {
+                    *d = above + row;
+                }
+            }
+        }
+        SummedArea {
+            w: p.w,
+            h: p.h,
+            data,
+        }
+    }
+
+    /// Sum and pixel count of the box `[x0, x1) x [y0, y1)` clipped to the plane.
+    pub fn sum(&self, x0: isize, y0: isize, x1: isize, y1: isize) -> (f64, f64) {
+        let cx = |v: isize| v.clamp(0, self.w as isize) as usize;
+        let cy = |v: isize| v.clamp(0, self.h as isize) as usize;
+        let (x0, x1, y0, y1) = (cx(x0), cx(x1), cy(y0), cy(y1));
+        if x1 <= x0 || y1 <= y0 {
+            return (0.0, 0.0);
+        }
+        let stride = self.w + 1;
+        let at = |x: usize, y: usize| self.data.get(y * stride + x).copied().unwrap_or(0.0);
+        let s = at(x1, y1) - at(x0, y1) - at(x1, y0) + at(x0, y0);
+        (s, ((x1 - x0) * (y1 - y0)) as f64)
+    }
+}
+
+/// Connected components (8-neighbour) of a binary map.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Component {
+    pub area: usize,
+    pub min_x: usize,
+    pub min_y: usize,
+    pub max_x: usize,
+    pub max_y: usize,
+    pub sum_x: f64,
+    pub sum_y: f64,
+}
+
+impl Component {
+    pub fn bbox_w(&self) -> usize {
+        self.max_x - self.min_x + 1
+    }
+    pub fn bbox_h(&self) -> usize {
+        self.max_y - self.min_y + 1
+    }
+    pub fn centroid(&self) -> (f32, f32) {
+        let a = self.area.max(1) as f64;
+        ((self.sum_x / a) as f32, (self.sum_y / a) as f32)
+    }
+    /// Compact, roughly round blob (as opposed to a vessel segment).
+    pub fn is_blob(&self) -> bool {
+        let (bw, bh) = (self.bbox_w(), self.bbox_h());
+        let long = bw.max(bh);
+        let short = bw.min(bh).max(1);
+        let fill = self.area as f32 / (bw * bh).max(1) as f32;
+        long <= 3 * short && fill >= 0.35
+    }
+}
+
+/// Labels the 8-connected components of `map` (`w * h`), returning their statistics and the
+/// label of each pixel (0 = background, i + 1 = `components[i]`).
+pub(crate) fn components(map: &[bool], w: usize, h: usize) -> (Vec<Component>, Vec<u32>) {
+    let mut labels = vec![0u32; w * h];
+    let mut comps = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..w * h {
+        if !map.get(start).copied().unwrap_or(false) || labels.get(start).copied() != Some(0) {
+            continue;
+        }
+        let label = comps.len() as u32 + 1;
+        let (sx, sy) = (start % w, start / w);
+        let mut c = Component {
+            area: 0,
+            min_x: sx,
+            min_y: sy,
+            max_x: sx,
+            max_y: sy,
+            sum_x: 0.0,
+            sum_y: 0.0,
+        };
+        if let Some(l) = labels.get_mut(start) {
+            *l = label;
+        }
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            c.area += 1;
+            c.min_x = c.min_x.min(x);
+            c.max_x = c.max_x.max(x);
+            c.min_y = c.min_y.min(y);
+            c.max_y = c.max_y.max(y);
+            c.sum_x += x as f64;
+            c.sum_y += y as f64;
+            for dy in -1isize..=1 {
+                for dx in -1isize..=1 {
+                    let nx = x as isize + dx;
+                    let ny = y as isize + dy;
+                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if map.get(j).copied().unwrap_or(false) && labels.get(j).copied() == Some(0) {
+                        if let Some(l) = labels.get_mut(j) {
+                            *l = label;
+                        }
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        comps.push(c);
+    }
+    (comps, labels)
+}
+
+/// Median and robust standard deviation (1.4826 * MAD) of the values selected by `mask`.
+pub(crate) fn median_and_sigma(values: &[f32], mask: &[bool]) -> Option<(f32, f32)> {
+    let mut v: Vec<f32> = values
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m)
+        .map(|(v, _)| *v)
+        .filter(|v| v.is_finite())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, med, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
+    let med = *med;
+    let mut dev: Vec<f32> = v.iter().map(|x| (x - med).abs()).collect();
+    let (_, mad, _) = dev.select_nth_unstable_by(mid, f32::total_cmp);
+    Some((med, 1.4826 * *mad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(line: &[f32], r: usize, is_max: bool) -> Vec<f32> {
+        (0..line.len())
+            .map(|i| {
+                let lo = i.saturating_sub(r);
+                let hi = (i + r + 1).min(line.len());
+                let w = &line[lo..hi];
+                if is_max {
+                    w.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                } else {
+                    w.iter().copied().fold(f32::INFINITY, f32::min)
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn van_herk_matches_naive(line in proptest::collection::vec(0.0f32..255.0, 0..60), r in 0usize..8, is_max: bool) {
+            let mut out = vec![0.0; line.len()];
+            VanHerk::default().run(&line, r, is_max, &mut out);
+            prop_assert_eq!(out, naive(&line, r, is_max));
+        }
+
+        #[test]
+        fn box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..4, seed in 0u32..1000) {
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32).collect();
+            let p = Plane { w, h, data };
+            let m = p.box_mean(r);
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = 0.0; let mut c = 0.0;
+                    for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                        for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                            s += p.get(xx, yy); c += 1.0;
+                        }
+                    }
+                    prop_assert!((m.get(x, y) - s / c).abs() < 1e-3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_dimensional_morphology_matches_naive() {
+        let (w, h) = (13, 9);
+        let p = Plane {
+            w,
+            h,
+            data: (0..w * h).map(|i| ((i * 37 + 11) % 29) as f32).collect(),
+        };
+        for r in 0..4 {
+            let d = p.dilate(r);
+            let e = p.erode(r);
+            for y in 0..h {
+                for x in 0..w {
+                    let mut mx = f32::NEG_INFINITY;
+                    let mut mn = f32::INFINITY;
+                    for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                        for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                            mx = mx.max(p.get(xx, yy));
+                            mn = mn.min(p.get(xx, yy));
+                        }
+                    }
+                    assert_eq!(d.get(x, y), mx, "dilate r={r} at {x},{y}");
+                    assert_eq!(e.get(x, y), mn, "erode r={r} at {x},{y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn closing_fills_a_thin_dark_line_but_not_a_wide_one() {
+        let (w, h) = (40, 20);
+        let mut p = Plane::filled(w, h, 100.0);
+        for y in 0..h {
+            p.data[y * w + 10] = 20.0; // 1 px line
+            for x in 25..37 {
+                p.data[y * w + x] = 20.0; // 12 px band
+            }
+        }
+        let c = p.close(2);
+        assert_eq!(c.get(10, 10), 100.0);
+        assert_eq!(c.get(30, 10), 20.0);
+    }
+
+    #[test]
+    fn components_separate_blobs_from_lines() {
+        let (w, h) = (30, 30);
+        let mut m = vec![false; w * h];
+        for x in 2..28 {
+            m[3 * w + x] = true; // line
+        }
+        for y in 10..14 {
+            for x in 10..14 {
+                m[y * w + x] = true; // square blob
+            }
+        }
+        let (comps, labels) = components(&m, w, h);
+        assert_eq!(comps.len(), 2);
+        assert_eq!(comps.iter().filter(|c| c.is_blob()).count(), 1);
+        assert_eq!(comps[1].area, 16);
+        assert_eq!(labels[11 * w + 11], 2);
+    }
+
+    #[test]
+    fn median_and_sigma_ignore_unmasked() {
+        let v = [1.0, 2.0, 3.0, 100.0];
+        let m = [true, true, true, false];
+        let (med, sigma) = median_and_sigma(&v, &m).unwrap();
+        assert_eq!(med, 2.0);
+        assert!((sigma - 1.4826).abs() < 1e-4);
+        assert!(median_and_sigma(&v, &[false; 4]).is_none());
+    }
+}
