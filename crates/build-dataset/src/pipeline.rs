@@ -187,7 +187,7 @@ pub async fn run(
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 counters.processed.fetch_add(1, Ordering::Relaxed);
-                progress.item_done(&outcome_label(&outcome));
+                progress.item_done(outcome_label(&outcome));
                 if outcome_tx.send(outcome).await.is_err() {
                     // The writer stopped (its error is reported below): take no more work.
                     stop.store(true, Ordering::Relaxed);
