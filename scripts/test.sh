@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup-test-env.sh
-cargo test --workspace --all-targets
+# Doc tests first, so the run closes on the summary of the real suite.
 cargo test --workspace --doc
+cargo test --workspace --all-targets

@@ -120,6 +120,9 @@ pub struct BenchArgs {
     /// Items in the end-to-end scenario.
     #[arg(long, default_value_t = 200)]
     pub items: usize,
+    /// Run only these scenario groups (repeatable), e.g. --only pipeline.
+    #[arg(long)]
+    pub only: Vec<String>,
     /// Internal: run one scenario in this process and print its JSON (used for per-scenario peak memory).
     #[arg(long, hide = true)]
     pub child: Option<String>,

@@ -1,40 +1,18 @@
-//! `build-dataset bench`: named scenarios measured in one run, written as
-//! `{"scenario": {"value": number, "unit": "...", "what": "..."}}` and printed as a table.
-//! Ratios compare our stages with the raw codec and with each other on the same machine and data,
-//! so they mean something on a noisy shared machine where absolute times do not.
+//! The end-to-end pipeline on the embedded default, and the image stage against the raw codec.
 
+use super::{BenchContext, Results, time_per_item};
 use crate::cli::BenchArgs;
 use crate::config::BuildConfig;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-struct Results(BTreeMap<String, Value>);
-
-impl Results {
-    fn put(&mut self, name: &str, value: f64, unit: &str, what: &str) {
-        self.0.insert(
-            name.to_string(),
-            json!({"value": (value * 1000.0).round() / 1000.0, "unit": unit, "what": what}),
-        );
-    }
-}
-
-pub fn run(args: &BenchArgs) -> Result<ExitCode> {
-    if let Some(child) = &args.child {
-        return run_child(child, args);
-    }
-    if cfg!(debug_assertions) {
-        eprintln!("warning: a debug build; run `just bench` (release) for meaningful figures");
-    }
-    let mut results = Results(BTreeMap::new());
-    let demo = crate::demo::cache_root()?;
-    let summary = crate::demo::generate(&demo, 240, 40)?;
-
+pub(crate) fn run(context: &BenchContext, results: &mut Results) -> Result<()> {
+    let args = context.args;
+    let summary = &context.demo;
     // Image stage against the raw codec, on one core, over the demo's EyePACS-layout JPEGs.
     let mut files: Vec<_> = std::fs::read_dir(summary.eyepacs_dir.join("train"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -102,41 +80,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     results.put("pipeline_over_image_stage_limit", items_per_s / stage_limit, "ratio", "end-to-end throughput over the image stage alone on all cores (1.0 = the rest of the pipeline costs nothing)");
     std::fs::remove_dir_all(&work).ok();
 
-    let text = serde_json::to_string_pretty(&results.0)?;
-    if let Some(parent) = args.results.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.results, &text)
-        .with_context(|| format!("cannot write {}", args.results.display()))?;
-    println!("{:<34} {:>12}  {:<9} what", "scenario", "value", "unit");
-    for (name, value) in &results.0 {
-        println!(
-            "{:<34} {:>12}  {:<9} {}",
-            name,
-            value["value"],
-            value["unit"].as_str().unwrap_or(""),
-            value["what"].as_str().unwrap_or("")
-        );
-    }
-    println!("written to {}", args.results.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn time_per_item(items: &[Vec<u8>], f: impl Fn(&[u8]) -> Result<(), String>) -> Result<f64> {
-    // One warm-up pass, then the median of three timed passes.
-    for item in items.iter().take(3) {
-        f(item).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    let mut passes = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        for item in items {
-            f(item).map_err(|e| anyhow::anyhow!(e))?;
-        }
-        passes.push(started.elapsed().as_secs_f64() * 1000.0 / items.len() as f64);
-    }
-    passes.sort_by(|a, b| a.total_cmp(b));
-    Ok(passes[1])
+    Ok(())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
@@ -145,10 +89,7 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn run_child(name: &str, args: &BenchArgs) -> Result<ExitCode> {
-    if name != "pipeline" {
-        bail!("unknown benchmark scenario {name:?}");
-    }
+pub(crate) fn run_child(args: &BenchArgs) -> Result<ExitCode> {
     let work = args.work.clone().context("--work is required")?;
     let mut records = Vec::new();
     for manifest in crate::demo::manifests()? {
