@@ -86,9 +86,42 @@ fn quote_list(items: &[String]) -> String {
         .join(", ")
 }
 
+/// What kind of problem a [`RowProblem`] is, for counting and reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum ProblemKind {
+    /// The row names an image file that does not exist.
+    MissingImage,
+    /// The row could not be read: an empty image cell, a file name not matching the pattern,
+    /// an unreadable folder.
+    #[default]
+    Unreadable,
+    /// A cell holds a value its field does not accept (and no value map covers it).
+    UnknownValue,
+    /// A second row for an image already read.
+    Duplicate,
+    /// The image path is absolute, contains `..`, or resolves (through a symlink) outside the
+    /// dataset root.
+    OutsideRoot,
+}
+
+impl ProblemKind {
+    /// A short lower-case name (`missing image`, `unknown value`, ...).
+    pub fn label(self) -> &'static str {
+        match self {
+            ProblemKind::MissingImage => "missing image",
+            ProblemKind::Unreadable => "unreadable row",
+            ProblemKind::UnknownValue => "unknown value",
+            ProblemKind::Duplicate => "duplicate id",
+            ProblemKind::OutsideRoot => "outside the root",
+        }
+    }
+}
+
 /// One row (or image) that could not be read; the other rows are still read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowProblem {
+    /// What kind of problem it is.
+    pub kind: ProblemKind,
     /// The label file (or image folder) the row came from.
     pub file: PathBuf,
     /// 1-based line number in the label file; `None` for scanned images.
@@ -263,6 +296,7 @@ mod tests {
     #[test]
     fn row_problem_display_names_file_row_and_item() {
         let problem = RowProblem {
+            kind: ProblemKind::UnknownValue,
             file: PathBuf::from("labels.csv"),
             row: Some(3),
             item: Some("10_left".to_string()),

@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+mod automorph;
 mod error;
 mod normalise;
 mod scan;
@@ -29,7 +30,8 @@ mod spec;
 mod table;
 mod template;
 
-pub use error::{ManifestError, RowProblem};
+pub use automorph::{AUTOMORPH_FEATURES, AutomorphFeature, Vessels, automorph_feature};
+pub use error::{ManifestError, ProblemKind, RowProblem};
 pub use scan::{
     DEFAULT_LEFT_PATTERNS, DEFAULT_RIGHT_PATTERNS, IMAGE_EXTENSIONS, laterality_from_name,
 };
@@ -148,7 +150,7 @@ impl Manifest {
     /// two rows name the same image the first is kept.
     pub fn read(&self) -> Result<ManifestRead, ManifestError> {
         match self.spec.labels.carrier {
-            Carrier::Csv | Carrier::Txt => self.read_table(),
+            Carrier::Csv | Carrier::Txt | Carrier::Xlsx => self.read_table(),
             Carrier::Folder | Carrier::FileName | Carrier::None => self.read_scanned(),
         }
     }
@@ -197,6 +199,7 @@ impl Manifest {
         let carrier = labels.carrier;
         let carrier_name = match carrier {
             Carrier::Csv => "csv",
+            Carrier::Xlsx => "xlsx",
             Carrier::Txt => "txt",
             Carrier::Folder => "folder",
             Carrier::FileName => "file_name",
@@ -232,10 +235,10 @@ impl Manifest {
                     format!("carrier \"{carrier_name}\" needs a label file"),
                 ));
             }
-            if spec.columns.image.is_none() {
+            if spec.columns.image.is_none() && !spec.eyes.expands() {
                 return Err(invalid(
                     "columns.image",
-                    "every labelled row needs an image column".into(),
+                    "every labelled row needs an image column (or [eyes.left] and [eyes.right] image columns)".into(),
                 ));
             }
             if spec.images.path.is_none() {
@@ -254,6 +257,73 @@ impl Manifest {
                 return Err(invalid(
                     "labels.name_pattern",
                     "is only for carrier \"file_name\" or \"folder\"".into(),
+                ));
+            }
+        }
+        if labels.sheet.is_some() && carrier != Carrier::Xlsx {
+            return Err(invalid(
+                "labels.sheet",
+                "is only for carrier \"xlsx\"".into(),
+            ));
+        }
+        let eyes = &spec.eyes;
+        if eyes.expands() {
+            for (key, eye) in [("eyes.left", &eyes.left), ("eyes.right", &eyes.right)] {
+                if eye.as_ref().is_none_or(|e| e.image.is_none()) {
+                    return Err(invalid(
+                        &format!("{key}.image"),
+                        "one row per patient needs an image column for each eye".into(),
+                    ));
+                }
+            }
+            if carrier.scans_images() {
+                return Err(invalid(
+                    "eyes",
+                    format!(
+                        "image columns per eye need a label file, not carrier \"{carrier_name}\""
+                    ),
+                ));
+            }
+            if spec.columns.image.is_some() {
+                return Err(invalid(
+                    "columns.image",
+                    "the images come from [eyes.left] and [eyes.right]; remove columns.image"
+                        .into(),
+                ));
+            }
+            if spec.laterality.from != LateralitySource::None {
+                return Err(invalid(
+                    "laterality.from",
+                    "each record's eye is the [eyes] table it came from".into(),
+                ));
+            }
+        } else if (eyes.left.is_some() || eyes.right.is_some())
+            && spec.laterality.from == LateralitySource::None
+        {
+            return Err(invalid(
+                "eyes",
+                "per-eye columns need laterality from a column or the file name ([laterality] from)".into(),
+            ));
+        }
+        for (index, automorph) in spec.automorph.iter().enumerate() {
+            let zone_ok = !automorph.zone.is_empty()
+                && automorph
+                    .zone
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !zone_ok {
+                return Err(invalid(
+                    &format!("automorph[{index}].zone"),
+                    format!(
+                        "`{}` must be non-empty ASCII letters, digits or `_`",
+                        automorph.zone
+                    ),
+                ));
+            }
+            if automorph.file.trim().is_empty() {
+                return Err(invalid(
+                    &format!("automorph[{index}].file"),
+                    "a feature CSV is needed".into(),
                 ));
             }
         }
@@ -438,6 +508,13 @@ impl Manifest {
                 labels.has_header.unwrap_or(false),
                 labels.header_row.unwrap_or(1),
             )?
+        } else if labels.carrier == Carrier::Xlsx {
+            table::read_xlsx(
+                &file,
+                labels.sheet.as_deref(),
+                labels.has_header.unwrap_or(true),
+                labels.header_row.unwrap_or(1),
+            )?
         } else {
             let delimiter = labels
                 .delimiter
@@ -455,41 +532,89 @@ impl Manifest {
         };
         let plan = self.plan(&file, &table, None)?;
         let mut read = ManifestRead::default();
+        let features = self.load_features(&mut read.problems)?;
         let mut seen: HashMap<String, Option<usize>> = HashMap::new();
         for row in &table.rows {
-            let item = plan
-                .image
-                .map(|index| row.cell(index).to_string())
-                .filter(|cell| !cell.is_empty());
-            let problem = |reason: String| RowProblem {
-                file: file.clone(),
-                row: row.line,
-                item: item.clone(),
-                reason,
-            };
-            let relative = match self.find_image(&plan, row) {
-                Ok(relative) => relative,
-                Err(reason) => {
-                    read.problems.push(problem(reason));
+            // One patient row yields a record per eye (ODIR); otherwise the row is one image.
+            let eyes: Vec<Option<Eye>> = if plan.expands {
+                let present: Vec<Option<Eye>> = [Eye::Left, Eye::Right]
+                    .into_iter()
+                    .filter(|eye| {
+                        plan.eye(*eye)
+                            .image
+                            .is_some_and(|i| !row.cell(i).is_empty())
+                    })
+                    .map(Some)
+                    .collect();
+                if present.is_empty() {
+                    read.problems.push(RowProblem {
+                        kind: ProblemKind::Unreadable,
+                        file: file.clone(),
+                        row: row.line,
+                        item: None,
+                        reason: "both eyes' image cells are empty".into(),
+                    });
                     continue;
                 }
+                present
+            } else {
+                vec![None]
             };
-            match self.record(&plan, row, &relative) {
-                Ok(record) => {
-                    if let Some(first) = seen.get(&record.relative_path) {
-                        let at = first.map_or(String::new(), |line| format!(" on row {line}"));
-                        read.problems.push(problem(format!(
-                            "duplicate of `{relative}`{at}; the first row is kept"
-                        )));
+            for eye in eyes {
+                let image_index = match eye {
+                    Some(eye) => plan.eye(eye).image,
+                    None => plan.image,
+                };
+                let item = image_index
+                    .map(|index| row.cell(index).to_string())
+                    .filter(|cell| !cell.is_empty());
+                let problem = |kind: ProblemKind, reason: String| RowProblem {
+                    kind,
+                    file: file.clone(),
+                    row: row.line,
+                    item: item.clone(),
+                    reason,
+                };
+                let relative = match self.find_image(&plan, row, eye) {
+                    Ok(relative) => relative,
+                    Err((kind, reason)) => {
+                        read.problems.push(problem(kind, reason));
                         continue;
                     }
-                    seen.insert(record.relative_path.clone(), row.line);
-                    read.records.push(record);
+                };
+                match self.record(&plan, row, &relative, eye) {
+                    Ok(mut record) => {
+                        if let Some(first) = seen.get(&record.relative_path) {
+                            let at = first.map_or(String::new(), |line| format!(" on row {line}"));
+                            read.problems.push(problem(
+                                ProblemKind::Duplicate,
+                                format!("duplicate of `{relative}`{at}; the first row is kept"),
+                            ));
+                            continue;
+                        }
+                        seen.insert(record.relative_path.clone(), row.line);
+                        features.attach(&mut record);
+                        read.records.push(record);
+                    }
+                    Err(reason) => read
+                        .problems
+                        .push(problem(ProblemKind::UnknownValue, reason)),
                 }
-                Err(reason) => read.problems.push(problem(reason)),
             }
         }
         Ok(read)
+    }
+
+    /// Loads the `[[automorph]]` feature files (none: an empty join).
+    fn load_features(
+        &self,
+        problems: &mut Vec<RowProblem>,
+    ) -> Result<automorph::FeatureJoin, ManifestError> {
+        let mut join = automorph::FeatureJoin::default();
+        for spec in &self.spec.automorph {
+            join.load(&self.root.join(&spec.file), &spec.zone, &spec.key, problems)?;
+        }
+        Ok(join)
     }
 
     fn read_scanned(&self) -> Result<ManifestRead, ManifestError> {
@@ -520,8 +645,10 @@ impl Manifest {
             rows: Vec::new(),
         };
         let plan = self.plan(&dir, &empty, Some(&raw_candidates))?;
+        let features = self.load_features(&mut read.problems)?;
         for image in found {
             let problem = |reason: String| RowProblem {
+                kind: ProblemKind::Unreadable,
                 file: image.path.clone(),
                 row: None,
                 item: Some(image.relative.clone()),
@@ -552,9 +679,15 @@ impl Manifest {
                 }
             }
             let row = Row { line: None, cells };
-            match self.record(&plan, &row, &image.relative) {
-                Ok(record) => read.records.push(record),
-                Err(reason) => read.problems.push(problem(reason)),
+            match self.record(&plan, &row, &image.relative, None) {
+                Ok(mut record) => {
+                    features.attach(&mut record);
+                    read.records.push(record)
+                }
+                Err(reason) => read.problems.push(RowProblem {
+                    kind: ProblemKind::UnknownValue,
+                    ..problem(reason)
+                }),
             }
         }
         Ok(read)
@@ -584,6 +717,23 @@ impl Manifest {
                 plan.fields.push((field, index));
             }
         }
+        plan.expands = self.spec.eyes.expands();
+        for (eye, spec) in [
+            (Eye::Left, &self.spec.eyes.left),
+            (Eye::Right, &self.spec.eyes.right),
+        ] {
+            let Some(spec) = spec else { continue };
+            let eye_plan = &mut plan.eyes[eye as usize];
+            for (field, aliases) in spec.mapped() {
+                let key = format!("eyes.{}.{}", eye.key(), field.key());
+                let index = find_column(headers, &aliases).ok_or_else(|| missing(key, aliases))?;
+                if field == Field::Image {
+                    eye_plan.image = Some(index);
+                } else {
+                    eye_plan.fields.push((field, index));
+                }
+            }
+        }
         if let Some(aliases) = &self.spec.laterality.column {
             let aliases = aliases.names();
             plan.laterality = Some(
@@ -596,9 +746,12 @@ impl Manifest {
             find_column(headers, &[name.to_string()])
                 .ok_or_else(|| missing(key.to_string(), vec![name.to_string()]))
         };
-        for code in &flags.columns {
-            plan.flags
-                .push((clean(code).to_string(), flag_column("flags.columns", code)?));
+        for aliases in &flags.columns {
+            let names = aliases.names();
+            let code = names.first().map_or("", |n| clean(n)).to_string();
+            let index = find_column(headers, &names)
+                .ok_or_else(|| missing("flags.columns".into(), names.clone()))?;
+            plan.flags.push((code, index));
         }
         let named = [
             ("flags.amd", &flags.amd, FlagEffect::Amd),
@@ -618,6 +771,10 @@ impl Manifest {
         }
         for template in &self.path_templates {
             for name in template.placeholders() {
+                // With one image column per eye, `{image}` is the eye's own image cell.
+                if plan.expands && name == Field::Image.key() {
+                    continue;
+                }
                 let mapped = Field::from_key(name)
                     .and_then(|field| {
                         self.spec
@@ -640,6 +797,10 @@ impl Manifest {
         used.extend(plan.flags.iter().map(|(_, i)| *i));
         used.extend(plan.flag_effects.iter().map(|(_, _, i)| *i));
         used.extend(plan.placeholders.values().copied());
+        for eye in &plan.eyes {
+            used.extend(eye.image);
+            used.extend(eye.fields.iter().map(|(_, i)| *i));
+        }
         let ignored = &self.spec.labels.ignore_columns;
         for (index, header) in headers.iter().enumerate() {
             let allowed = raw_filter.is_none_or(|only| only.contains(&header.as_str()));
@@ -656,18 +817,40 @@ impl Manifest {
     }
 
     /// Renders the image path templates for a row and returns the first that exists.
-    fn find_image(&self, plan: &Plan, row: &Row) -> Result<String, String> {
+    fn find_image(
+        &self,
+        plan: &Plan,
+        row: &Row,
+        eye: Option<Eye>,
+    ) -> Result<String, (ProblemKind, String)> {
         let mut tried = Vec::new();
+        let trim: Vec<char> = self
+            .spec
+            .images
+            .trim
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .collect();
         for template in &self.path_templates {
-            let rendered = template.render(|name| {
-                let value = plan.placeholders.get(name).map_or("", |i| row.cell(*i));
-                if value.is_empty() {
-                    Err(format!("the cell for {{{name}}} is empty"))
-                } else {
-                    Ok(value.to_string())
-                }
-            })?;
-            let base = safe_relative(&rendered)?;
+            let rendered = template
+                .render(|name| {
+                    let index = match eye {
+                        Some(eye) if name == Field::Image.key() => plan.eye(eye).image,
+                        _ => plan.placeholders.get(name).copied(),
+                    };
+                    let value = index
+                        .map_or("", |i| row.cell(i))
+                        .trim_matches(trim.as_slice());
+                    if value.is_empty() {
+                        Err(format!("the cell for {{{name}}} is empty"))
+                    } else {
+                        Ok(value.to_string())
+                    }
+                })
+                .map_err(|reason| (ProblemKind::Unreadable, reason))?;
+            let base =
+                safe_relative(&rendered).map_err(|reason| (ProblemKind::OutsideRoot, reason))?;
             let candidates: Vec<String> = if self.extensions.is_empty() {
                 vec![base]
             } else {
@@ -677,23 +860,72 @@ impl Manifest {
                     .collect()
             };
             for candidate in candidates {
-                if self.root.join(&candidate).is_file() {
+                let path = self.root.join(&candidate);
+                if path.is_file() {
+                    // A symlink (the file or a folder on the way) may lead out of the root.
+                    if !scan::inside_root(&path, &self.root) {
+                        return Err((
+                            ProblemKind::OutsideRoot,
+                            format!("image path `{candidate}` resolves outside the dataset root"),
+                        ));
+                    }
                     return Ok(candidate);
                 }
                 tried.push(candidate);
             }
         }
-        Err(format!("image file not found (tried {})", tried.join(", ")))
+        Err((
+            ProblemKind::MissingImage,
+            format!("image file not found (tried {})", tried.join(", ")),
+        ))
     }
 
     /// Builds the record of one row whose image is `relative` (to the root).
-    fn record(&self, plan: &Plan, row: &Row, relative: &str) -> Result<Record, String> {
+    fn record(
+        &self,
+        plan: &Plan,
+        row: &Row,
+        relative: &str,
+        eye: Option<Eye>,
+    ) -> Result<Record, String> {
         let mut record = Record::new(&self.info.name, relative, self.root.join(relative));
         let mut labels = Labels::default();
         let mut split = None;
         let mut reasons = Vec::new();
         let mut ungradable = false;
-        for (field, index) in &plan.fields {
+        record.laterality = match (eye, self.spec.laterality.from, plan.laterality) {
+            (Some(Eye::Left), _, _) => Laterality::Left,
+            (Some(Eye::Right), _, _) => Laterality::Right,
+            (None, LateralitySource::Column, Some(index)) => {
+                let cell = row.cell(index);
+                let map = (!self.spec.laterality.values.is_empty())
+                    .then_some(&self.spec.laterality.values);
+                match parse_laterality(clean(map_value(map, cell))) {
+                    Ok(laterality) => laterality,
+                    Err(reason) => {
+                        reasons.push(format!("laterality: {reason}"));
+                        Laterality::Unknown
+                    }
+                }
+            }
+            (None, LateralitySource::FileName, _) => laterality_from_name(
+                scan::stem_of(relative),
+                &self.left_patterns,
+                &self.right_patterns,
+            ),
+            _ => Laterality::Unknown,
+        };
+        // The eye's own columns replace the shared ones for the same field.
+        let eye_fields: &[(Field, usize)] = match record.laterality {
+            Laterality::Left => &plan.eyes[Eye::Left as usize].fields,
+            Laterality::Right => &plan.eyes[Eye::Right as usize].fields,
+            _ => &[],
+        };
+        let shared = plan
+            .fields
+            .iter()
+            .filter(|(field, _)| !eye_fields.iter().any(|(f, _)| f == field));
+        for (field, index) in shared.chain(eye_fields) {
             let cell = row.cell(*index);
             match normalise::apply(
                 *field,
@@ -740,26 +972,6 @@ impl Manifest {
         if ungradable && labels.quality.is_none() {
             labels.quality = Some(QualityGrade::Reject);
         }
-        record.laterality = match (self.spec.laterality.from, plan.laterality) {
-            (LateralitySource::Column, Some(index)) => {
-                let cell = row.cell(index);
-                let map = (!self.spec.laterality.values.is_empty())
-                    .then_some(&self.spec.laterality.values);
-                match parse_laterality(clean(map_value(map, cell))) {
-                    Ok(laterality) => laterality,
-                    Err(reason) => {
-                        reasons.push(format!("laterality: {reason}"));
-                        Laterality::Unknown
-                    }
-                }
-            }
-            (LateralitySource::FileName, _) => laterality_from_name(
-                scan::stem_of(relative),
-                &self.left_patterns,
-                &self.right_patterns,
-            ),
-            _ => Laterality::Unknown,
-        };
         if !reasons.is_empty() {
             return Err(reasons.join("; "));
         }
@@ -787,9 +999,34 @@ enum FlagEffect {
     Dme,
 }
 
+/// One eye of a per-eye `[eyes]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eye {
+    Left = 0,
+    Right = 1,
+}
+
+impl Eye {
+    fn key(self) -> &'static str {
+        match self {
+            Eye::Left => "left",
+            Eye::Right => "right",
+        }
+    }
+}
+
+/// Columns of one eye's `[eyes.<eye>]` table.
+#[derive(Debug, Default)]
+struct EyePlan {
+    image: Option<usize>,
+    fields: Vec<(Field, usize)>,
+}
+
 /// Column indexes resolved against one label file's headers.
 #[derive(Debug, Default)]
 struct Plan {
+    expands: bool,
+    eyes: [EyePlan; 2],
     image: Option<usize>,
     fields: Vec<(Field, usize)>,
     laterality: Option<usize>,
@@ -797,6 +1034,12 @@ struct Plan {
     flag_effects: Vec<(FlagEffect, String, usize)>,
     placeholders: HashMap<String, usize>,
     raw: Vec<(String, usize)>,
+}
+
+impl Plan {
+    fn eye(&self, eye: Eye) -> &EyePlan {
+        &self.eyes[eye as usize]
+    }
 }
 
 /// A flag cell: 1/0 (or yes/no); an empty cell is 0.

@@ -1,6 +1,6 @@
 //! Finding image files in folders, and laterality from file names.
 
-use crate::{ManifestError, RowProblem};
+use crate::{ManifestError, ProblemKind, RowProblem};
 use retina_records::Laterality;
 use std::path::{Component, Path, PathBuf};
 
@@ -102,6 +102,16 @@ pub(crate) fn scan(
             if !wanted {
                 continue;
             }
+            if kind.is_symlink() && !inside_root(&path, root) {
+                problems.push(RowProblem {
+                    kind: ProblemKind::OutsideRoot,
+                    file: path.clone(),
+                    row: None,
+                    item: relative_to(&path, root),
+                    reason: "symlink resolves outside the dataset root".into(),
+                });
+                continue;
+            }
             if let Some(relative) = relative_to(&path, root) {
                 found.push(Found { relative, path });
             }
@@ -113,10 +123,20 @@ pub(crate) fn scan(
 
 fn folder_problem(folder: &Path, error: &std::io::Error) -> RowProblem {
     RowProblem {
+        kind: ProblemKind::Unreadable,
         file: folder.to_path_buf(),
         row: None,
         item: None,
         reason: format!("cannot read folder: {error}"),
+    }
+}
+
+/// Whether `path`, with every symlink resolved, is still inside `root` (also resolved).
+/// Anything that cannot be resolved counts as outside.
+pub(crate) fn inside_root(path: &Path, root: &Path) -> bool {
+    match (path.canonicalize(), root.canonicalize()) {
+        (Ok(path), Ok(root)) => path.starts_with(root),
+        _ => false,
     }
 }
 

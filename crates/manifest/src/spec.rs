@@ -22,6 +22,46 @@ pub(crate) struct ManifestSpec {
     pub values: ValuesSpec,
     #[serde(default)]
     pub flags: FlagsSpec,
+    #[serde(default)]
+    pub eyes: EyesSpec,
+    #[serde(default)]
+    pub automorph: Vec<AutomorphSpec>,
+}
+
+/// `[eyes.left]` / `[eyes.right]`: per-eye columns. With an `image` column per eye (ODIR), each
+/// row is one patient and yields one record per eye; without, the eye's columns apply to the
+/// record whose laterality matches (DeepDRiD's `left_eye_DR_Level`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EyesSpec {
+    pub left: Option<ColumnsSpec>,
+    pub right: Option<ColumnsSpec>,
+}
+
+/// `[[automorph]]`: a precomputed AutoMorph feature CSV joined to the records by image name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AutomorphSpec {
+    /// The CSV, relative to the root.
+    pub file: String,
+    /// Zone name put in every feature key (`disc_zone_b`, `macula`, ...).
+    pub zone: String,
+    /// Header of the image-name column.
+    #[serde(default = "default_automorph_key")]
+    pub key: String,
+}
+
+impl EyesSpec {
+    /// True when each eye has its own image column, so one row yields a record per eye.
+    pub fn expands(&self) -> bool {
+        [&self.left, &self.right]
+            .iter()
+            .any(|eye| eye.as_ref().is_some_and(|e| e.image.is_some()))
+    }
+}
+
+fn default_automorph_key() -> String {
+    "Name".to_string()
 }
 
 /// `[dataset]`: identity, where the files are, and descriptive facts.
@@ -50,6 +90,8 @@ fn default_root() -> String {
 pub(crate) enum Carrier {
     /// A delimited text file with (usually) a header row.
     Csv,
+    /// An Excel workbook (one sheet, header on a given row).
+    Xlsx,
     /// Whitespace-separated columns, usually without a header.
     Txt,
     /// The images are found by scanning; the label is the parent folder's name.
@@ -73,6 +115,7 @@ impl Carrier {
 pub(crate) struct LabelsSpec {
     pub carrier: Carrier,
     pub file: Option<String>,
+    pub sheet: Option<String>,
     pub header_row: Option<usize>,
     pub has_header: Option<bool>,
     pub delimiter: Option<String>,
@@ -142,6 +185,8 @@ pub(crate) struct ImagesSpec {
     #[serde(default)]
     pub extensions: Vec<String>,
     pub dir: Option<String>,
+    /// Characters trimmed from both ends of every placeholder value (PAPILA's `#002`).
+    pub trim: Option<String>,
 }
 
 /// Where laterality comes from.
@@ -197,8 +242,10 @@ pub(crate) struct ValuesSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagsSpec {
+    /// Each flag is a header or aliases (BRSET renamed `drusens` to `drusen`); the code is the
+    /// first name.
     #[serde(default)]
-    pub columns: Vec<String>,
+    pub columns: Vec<Aliases>,
     pub amd: Option<String>,
     pub glaucoma: Option<String>,
     pub glaucoma_suspect: Option<String>,

@@ -146,6 +146,126 @@ fn into_table(
     Ok(Table { headers, rows })
 }
 
+/// Reads one sheet of an XLSX workbook: the named sheet (matched after trimming, then ignoring
+/// case), or the first. Rows are numbered as the spreadsheet shows them, and `header_row` is
+/// that number (PAPILA's header is on row 2). Blank rows are skipped.
+pub(crate) fn read_xlsx(
+    file: &Path,
+    sheet: Option<&str>,
+    has_header: bool,
+    header_row: usize,
+) -> Result<Table, ManifestError> {
+    let bytes = std::fs::read(file).map_err(|source| ManifestError::ReadLabels {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse_xlsx(file, bytes, sheet, has_header, header_row)
+}
+
+pub(crate) fn parse_xlsx(
+    file: &Path,
+    bytes: Vec<u8>,
+    sheet: Option<&str>,
+    has_header: bool,
+    header_row: usize,
+) -> Result<Table, ManifestError> {
+    use calamine::Reader;
+    let malformed = |reason: String| ManifestError::Malformed {
+        file: file.to_path_buf(),
+        reason,
+    };
+    // The workbook parser is third-party code fed untrusted bytes: a panic in it must become an
+    // error naming the file, never end the run.
+    let parsed = std::panic::catch_unwind(move || {
+        let mut workbook: calamine::Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(bytes))
+                .map_err(|e| format!("not a readable XLSX workbook: {e}"))?;
+        let names = workbook.sheet_names();
+        let name = match sheet {
+            Some(wanted) => {
+                let wanted = clean(wanted);
+                names
+                    .iter()
+                    .find(|n| clean(n) == wanted)
+                    .or_else(|| names.iter().find(|n| clean(n).eq_ignore_ascii_case(wanted)))
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "no sheet `{wanted}` (sheets: {})",
+                            names
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?
+            }
+            None => names
+                .first()
+                .cloned()
+                .ok_or_else(|| "the workbook has no sheets".to_string())?,
+        };
+        let range = workbook
+            .worksheet_range(&name)
+            .map_err(|e| format!("cannot read sheet `{name}`: {e}"))?;
+        let (first_row, first_col) = range
+            .start()
+            .map_or((0, 0), |(r, c)| (r as usize, c as usize));
+        let mut rows = Vec::new();
+        for (index, cells) in range.rows().enumerate() {
+            let mut texts = vec![String::new(); first_col];
+            texts.extend(cells.iter().map(cell_text));
+            if texts.iter().all(|t| clean(t).is_empty()) {
+                continue;
+            }
+            rows.push(Row {
+                line: Some(first_row + index + 1),
+                cells: texts,
+            });
+        }
+        Ok::<_, String>(rows)
+    });
+    let mut rows = match parsed {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(reason)) => return Err(malformed(reason)),
+        Err(_) => return Err(malformed("not a readable XLSX workbook".into())),
+    };
+    if !has_header {
+        return into_table(file, rows, false, 1);
+    }
+    let Some(at) = rows.iter().position(|r| r.line == Some(header_row)) else {
+        return Err(malformed(format!(
+            "the header should be on spreadsheet row {header_row}, which is blank or missing"
+        )));
+    };
+    let data = rows.split_off(at + 1);
+    let headers = rows
+        .pop()
+        .map(|header| header.cells.iter().map(|c| clean(c).to_string()).collect())
+        .unwrap_or_default();
+    Ok(Table {
+        headers,
+        rows: data,
+    })
+}
+
+/// A spreadsheet cell as the text a CSV export would hold: integral numbers without `.0`.
+fn cell_text(cell: &calamine::Data) -> String {
+    use calamine::Data;
+    match cell {
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => {
+            format!("{}", *f as i64)
+        }
+        Data::Float(f) => f.to_string(),
+        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::Bool(b) => b.to_string(),
+        Data::DateTime(d) => d.as_f64().to_string(),
+        Data::Error(e) => e.to_string(),
+        Data::Empty => String::new(),
+    }
+}
+
 /// Finds the column for `aliases`: exact match after trimming first (in alias order), then a
 /// case-insensitive match.
 pub(crate) fn find_column(headers: &[String], aliases: &[String]) -> Option<usize> {
@@ -235,7 +355,74 @@ mod tests {
         assert_eq!(find_column(&headers, &["grade".into()]), None);
     }
 
+    /// A small valid workbook to mutate.
+    fn workbook() -> Vec<u8> {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.write_string(0, 0, "title").unwrap();
+        sheet.write_string(1, 0, "ID").unwrap();
+        sheet.write_string(1, 1, "Diagnosis").unwrap();
+        sheet.write_string(2, 0, "#002").unwrap();
+        sheet.write_number(2, 1, 2.0).unwrap();
+        book.save_to_buffer().unwrap()
+    }
+
+    #[test]
+    fn xlsx_header_on_row_two_and_numbers_as_text() {
+        let table = parse_xlsx(Path::new("p.xlsx"), workbook(), None, true, 2).unwrap();
+        assert_eq!(table.headers, vec!["ID", "Diagnosis"]);
+        assert_eq!(table.rows[0].line, Some(3));
+        assert_eq!(table.rows[0].cell(0), "#002");
+        assert_eq!(table.rows[0].cell(1), "2", "2.0 reads as 2");
+        let error = parse_xlsx(Path::new("p.xlsx"), workbook(), Some("Nope"), true, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("p.xlsx") && error.contains("Sheet1"),
+            "{error}"
+        );
+        let error = parse_xlsx(Path::new("p.xlsx"), workbook(), None, true, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("row 7"), "{error}");
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Arbitrary bytes never panic any carrier: they read, or fail naming the file.
+        #[test]
+        fn malformed_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                                       header_row in 1usize..4, has_header in any::<bool>()) {
+            let opts = CsvOptions { delimiter: b',', header_row, has_header };
+            for result in [
+                parse_csv(Path::new("m.csv"), &bytes, &opts),
+                parse_txt(Path::new("m.txt"), &bytes, has_header, header_row),
+                parse_xlsx(Path::new("m.xlsx"), bytes.clone(), None, has_header, header_row),
+            ] {
+                if let Err(error) = result {
+                    let text = error.to_string();
+                    prop_assert!(text.contains("m."), "{}", text);
+                }
+            }
+        }
+
+        /// A real workbook with flipped bytes or cut short never panics the XLSX reader.
+        #[test]
+        fn corrupted_workbooks_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+                                           cut in proptest::option::of(any::<usize>())) {
+            let mut bytes = workbook();
+            for (at, value) in flips {
+                let len = bytes.len();
+                bytes[at % len] = value;
+            }
+            if let Some(cut) = cut {
+                let len = bytes.len();
+                bytes.truncate(cut % len);
+            }
+            let _ = parse_xlsx(Path::new("c.xlsx"), bytes, None, true, 2);
+        }
+
         /// Header matching survives trailing/leading spaces in the file and picks any alias.
         #[test]
         fn header_matching_survives_spaces_and_aliases(

@@ -613,3 +613,107 @@ fn image_folder_is_read_recursively_with_laterality() {
     assert_eq!(read.records[0].labels, Labels::default());
     assert!(read_image_folder(&dir.path().join("nope"), "local").is_err());
 }
+
+#[test]
+fn automorph_features_join_by_image_stem_with_units() {
+    let dir = fixture(&[
+        ("trainLabels.csv", "image,level\n10_left,0\n10_right,2\n"),
+        ("train/10_left.jpeg", ""),
+        ("train/10_right.jpeg", ""),
+        (
+            "M3/Disc_Zone_B_Measurement.csv",
+            "Name,Fractal_dimension,Artery_Average_width,Vein_Average_width,CRAE_Knudtson,CRVE_Knudtson,AVR_Knudtson\n\
+             10_left.png,1.49,7.1,9.3,12.0,14.0,0.88\n\
+             10_right.png,1.41,oops,9.0,,,\n",
+        ),
+    ]);
+    let text = format!(
+        "{EYEPACS}\n[[automorph]]\nfile = \"M3/Disc_Zone_B_Measurement.csv\"\nzone = \"disc_zone_b\"\n"
+    );
+    let read = load(&text, dir.path()).read().unwrap();
+    assert_eq!(
+        read.records.len(),
+        2,
+        "a bad feature does not drop the record"
+    );
+    let raw = &read.records[0].labels.raw;
+    let get = |key: &str| raw.get(key).map(String::as_str);
+    assert_eq!(
+        get("automorph.disc_zone_b.vessels.fractal_dimension"),
+        Some("1.49")
+    );
+    assert_eq!(
+        get("automorph.disc_zone_b.artery.average_width_px"),
+        Some("7.1")
+    );
+    assert_eq!(
+        get("automorph.disc_zone_b.vein.average_width_px"),
+        Some("9.3")
+    );
+    assert_eq!(
+        get("automorph.disc_zone_b.artery.crae_knudtson_px"),
+        Some("12.0")
+    );
+    assert_eq!(
+        get("automorph.disc_zone_b.vein.crve_knudtson_px"),
+        Some("14.0")
+    );
+    assert_eq!(
+        get("automorph.disc_zone_b.artery_vein.avr_knudtson"),
+        Some("0.88")
+    );
+    let right = &read.records[1].labels.raw;
+    assert!(!right.contains_key("automorph.disc_zone_b.artery.average_width_px"));
+    assert_eq!(read.problems.len(), 1, "{:?}", read.problems);
+    assert_eq!(read.problems[0].row, Some(3));
+    assert!(
+        read.problems[0]
+            .file
+            .ends_with("Disc_Zone_B_Measurement.csv")
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinked_image_leading_out_of_the_root_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.jpeg"), b"").unwrap();
+    let dir = fixture(&[
+        ("trainLabels.csv", "image,level\n10_left,0\n10_right,1\n"),
+        ("train/10_right.jpeg", ""),
+    ]);
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.jpeg"),
+        dir.path().join("train/10_left.jpeg"),
+    )
+    .unwrap();
+    let read = load(EYEPACS, dir.path()).read().unwrap();
+    assert_eq!(read.records.len(), 1);
+    assert_eq!(read.problems.len(), 1);
+    assert_eq!(read.problems[0].kind, ProblemKind::OutsideRoot);
+    assert_eq!(read.problems[0].row, Some(2));
+}
+
+#[test]
+fn problems_carry_their_kind() {
+    let dir = fixture(&[
+        (
+            "trainLabels.csv",
+            "image,level\n10_left,0\n10_left,1\n11_left,seven\n12_left,1\n../x,1\n",
+        ),
+        ("train/10_left.jpeg", ""),
+        ("train/11_left.jpeg", ""),
+    ]);
+    let read = load(EYEPACS, dir.path()).read().unwrap();
+    let kinds: Vec<(Option<usize>, ProblemKind)> =
+        read.problems.iter().map(|p| (p.row, p.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some(3), ProblemKind::Duplicate),
+            (Some(4), ProblemKind::UnknownValue),
+            (Some(5), ProblemKind::MissingImage),
+            (Some(6), ProblemKind::OutsideRoot),
+        ]
+    );
+}

@@ -76,6 +76,7 @@ fn schema_lists_exactly_the_accepted_keys() {
         "laterality",
         "values",
         "flags",
+        "eyes",
     ] {
         let pointer = format!("/properties/{table}/properties");
         assert_eq!(
@@ -90,6 +91,14 @@ fn schema_lists_exactly_the_accepted_keys() {
             "/properties/laterality/properties/patterns/properties"
         ),
         accepted_keys("laterality.patterns")
+    );
+    assert_eq!(
+        schema_keys(&schema, "/$defs/columns/properties"),
+        accepted_keys("eyes.left")
+    );
+    assert_eq!(
+        schema_keys(&schema, "/properties/automorph/items/properties"),
+        accepted_keys("[automorph]")
     );
 }
 
