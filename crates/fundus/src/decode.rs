@@ -59,7 +59,26 @@ pub(crate) fn decode_rgb8(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Pre
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
-    Ok(image.into_rgb8())
+    Ok(to_rgb8(image))
+}
+
+/// RGB8 of any colour type; transparent pixels are composited over black, so a cut-out on a
+/// transparent canvas reads as a dark surround (not whatever colour the hidden pixels hold).
+pub(crate) fn to_rgb8(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
+    for p in rgba.pixels() {
+        let a = u16::from(p.0[3]);
+        for c in &p.0[..3] {
+            rgb.push(((u16::from(*c) * a + 127) / 255) as u8);
+        }
+    }
+    // The buffer has exactly w*h*3 bytes.
+    RgbImage::from_raw(w, h, rgb).unwrap_or_default()
 }
 
 fn map_image_error(e: ImageError) -> PrepareError {

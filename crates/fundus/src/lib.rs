@@ -14,6 +14,7 @@ use retina_records::ImageFacts;
 use serde::{Deserialize, Serialize};
 
 mod decode;
+pub mod dedup;
 mod fov;
 mod measure;
 mod plane;
@@ -22,6 +23,8 @@ mod plane;
 mod testimg;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stage;
 
 /// Image encoding of the prepared output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -410,19 +413,72 @@ pub(crate) fn locate_field(
 
 fn encode(rgb: &[u8], side: u32, config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {
     use image::ImageEncoder;
-    let mut out = Vec::with_capacity((side as usize * side as usize) / 4);
-    let result = match config.output_format {
-        OutputFormat::Jpeg => {
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, config.jpeg_quality)
-                .write_image(rgb, side, side, image::ExtendedColorType::Rgb8)
+    match config.output_format {
+        OutputFormat::Jpeg => encode_jpeg(rgb, side, side, config.jpeg_quality),
+        OutputFormat::Png => {
+            let mut out = Vec::with_capacity((side as usize * side as usize) / 2);
+            image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Fast,
+                image::codecs::png::FilterType::Adaptive,
+            )
+            .write_image(rgb, side, side, image::ExtendedColorType::Rgb8)
+            .map_err(|e| PrepareError::Encode(e.to_string()))?;
+            Ok(out)
         }
-        OutputFormat::Png => image::codecs::png::PngEncoder::new_with_quality(
-            &mut out,
-            image::codecs::png::CompressionType::Fast,
-            image::codecs::png::FilterType::Adaptive,
-        )
-        .write_image(rgb, side, side, image::ExtendedColorType::Rgb8),
-    };
-    result.map_err(|e| PrepareError::Encode(e.to_string()))?;
+    }
+}
+
+/// Encodes packed RGB8 pixels as a baseline JPEG, 4:2:0, with the stage's encoder
+/// (`jpeg-encoder` with its AVX2 path; about 4x faster than the image crate's encoder and
+/// within a few tenths of libjpeg-turbo, see docs/measurements.md). Public for benchmarks.
+pub fn encode_jpeg(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, PrepareError> {
+    let too_big = || PrepareError::Encode(format!("{width}x{height} is over JPEG's 65535 limit"));
+    let (w, h) = (
+        u16::try_from(width).map_err(|_| too_big())?,
+        u16::try_from(height).map_err(|_| too_big())?,
+    );
+    if rgb.len() != width as usize * height as usize * 3 {
+        return Err(PrepareError::Encode(format!(
+            "{} bytes is not {width}x{height} RGB",
+            rgb.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    encoder
+        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| PrepareError::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// The codec-only path with the stage's own decoder, resizer and encoder: decode, resize the
+/// central square to `target_size` (Catmull-Rom), encode. No field of view, no measurements, no
+/// hash. The benchmarks compare [`prepare`] with it to show what the stage's own work costs.
+pub fn codec_only(bytes: &[u8], config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {
+    config.validate()?;
+    let rgb = std::panic::catch_unwind(|| decode::decode_rgb8(bytes, config.max_pixels))
+        .map_err(|_| PrepareError::Decode("decoder panicked on this input".into()))??;
+    let (w, h) = rgb.dimensions();
+    let side = w.min(h);
+    let target = config.target_size;
+    let mut dst = fr::images::Image::new(target, target, fr::PixelType::U8x3);
+    let opts = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom))
+        .crop(
+            f64::from((w - side) / 2),
+            f64::from((h - side) / 2),
+            f64::from(side),
+            f64::from(side),
+        );
+    fr::Resizer::new()
+        .resize(&rgb, &mut dst, &opts)
+        .map_err(|e| PrepareError::Resize(e.to_string()))?;
+    encode(dst.buffer(), target, config)
 }

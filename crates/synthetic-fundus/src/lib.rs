@@ -147,6 +147,19 @@ pub fn render_detailed(spec: &SceneSpec) -> Rendered {
     raster::paint(&scene)
 }
 
+/// Like [`render_detailed`] but with fewer vessels: the main arcades and the first
+/// `vessel_keep` (0-1, clamped) share of the smaller branches, so tests can order images by vessel
+/// density ([`GroundTruth::vessel_fraction`] reports what was drawn). `1.0` equals
+/// [`render_detailed`].
+pub fn render_with_vessels(spec: &SceneSpec, vessel_keep: f32) -> Rendered {
+    let keep = if vessel_keep.is_finite() {
+        vessel_keep.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    raster::paint(&scene::Scene::plan_with(spec, keep))
+}
+
 /// Lesion kinds that [`render`] draws for a given spec (what the label supports), in vocabulary
 /// order. Grade 0 has none of diabetic retinopathy; grade 1 microaneurysms only; grade 2 adds
 /// intraretinal haemorrhages and often hard exudates or cotton-wool spots; grade 3 adds more

@@ -95,6 +95,12 @@ pub(crate) struct Scene {
 impl Scene {
     /// Plans a scene; never fails (degenerate frames give a scene with nothing visible).
     pub fn plan(spec: &SceneSpec) -> Scene {
+        Scene::plan_with(spec, 1.0)
+    }
+
+    /// Plans a scene keeping the main arcades and the first `vessel_keep` (0-1) share of the
+    /// other vessel segments, in growth order (so the tree stays connected, only less branched).
+    pub fn plan_with(spec: &SceneSpec, vessel_keep: f32) -> Scene {
         let mut rng = noise::stream(spec.seed, STREAM_FRAME);
         let width = spec.width;
         let height = spec.height;
@@ -192,6 +198,11 @@ impl Scene {
         let beaded = lesions::beaded_veins(spec, &kinds);
         let tree = vessels::grow(&geom, &mut vessel_rng, beaded);
         let mut segments = tree.segments;
+        if vessel_keep < 1.0 {
+            let extra = segments.len().saturating_sub(tree.main_segments) as f32;
+            let keep = tree.main_segments + (extra * vessel_keep.max(0.0)).round() as usize;
+            segments.truncate(keep);
+        }
         let mut drawn = tree.beading;
 
         let mut lesion_rng = noise::stream(spec.seed, STREAM_LESIONS);

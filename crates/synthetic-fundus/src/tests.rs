@@ -369,3 +369,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fewer_vessels_lower_the_vessel_fraction() {
+    let spec = SceneSpec::normal(384, 256, Laterality::Left, 91);
+    let full = crate::render_detailed(&spec);
+    let same = crate::render_with_vessels(&spec, 1.0);
+    assert_eq!(full.image, same.image);
+    let half = crate::render_with_vessels(&spec, 0.3);
+    let none = crate::render_with_vessels(&spec, 0.0);
+    let (f, h, n) = (
+        full.truth.vessel_fraction,
+        half.truth.vessel_fraction,
+        none.truth.vessel_fraction,
+    );
+    assert!(f > h && h > n && n > 0.0, "{f} {h} {n}");
+}
