@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup-test-env.sh
+# Headless Chromium for the QA report rendering test (tests/qa_report.rs), which then must run.
+bash scripts/setup-browser.sh
+export RETINALOGOS_REQUIRE_BROWSER=1
+# A real LLM server on loopback for tests/real_endpoint.rs (built once into the cache; see
+# docs/real-endpoint.md). Stopped on exit unless it was already running before this script.
+if ! scripts/real-endpoint.sh status 2>/dev/null | grep -q '^running:'; then
+  trap 'scripts/real-endpoint.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+eval "$(scripts/real-endpoint.sh start)"
+export RETINALOGOS_LLAMA_URL RETINALOGOS_LLAMA_MODEL
 # Doc tests first, so the run closes on the summary of the real suite.
 cargo test --workspace --doc
 cargo test --workspace --all-targets

@@ -47,13 +47,30 @@ pub enum Command {
         /// The dataset folder (the --out of a build).
         dir: PathBuf,
     },
+    /// Show how a build is going (also one running in another process), from its journal.
+    #[command(
+        after_help = "Examples:\n  build-dataset status out/demo\n  watch -n 5 build-dataset status out/demo\n  build-dataset status out/demo --json"
+    )]
+    Status {
+        /// The dataset folder (the --out of a build).
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented example configuration, or show the effective one (secrets redacted).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write the QA report (qa/report.html, .json, .md) for a built dataset.
     #[command(
-        after_help = "Example:\n  build-dataset qa out/demo && xdg-open out/demo/qa/report.html"
+        after_help = "Examples:\n  build-dataset qa out/demo && xdg-open out/demo/qa/report.html\n  build-dataset qa out/new-prompt --baseline out/old-prompt"
     )]
     Qa {
         /// The dataset folder (the --out of a build).
         dir: PathBuf,
+        /// Another build to compare with side by side (read only; e.g. before a prompt change).
+        #[arg(long, value_name = "OTHER")]
+        baseline: Option<PathBuf>,
     },
     /// Generate the synthetic demo datasets (EyePACS and RFMiD layouts) into a folder.
     #[command(
@@ -75,6 +92,36 @@ pub enum Command {
         after_help = "Example:\n  cargo run --release --bin build-dataset -- bench --results target/bench/results.json"
     )]
     Bench(BenchArgs),
+    /// Check data manifests against the files on disk, without running the pipeline: counts per
+    /// label, missing images, unreadable rows (file and line), unknown values, duplicate ids.
+    /// Exits non-zero if there is any problem.
+    #[command(
+        after_help = "Examples:\n  build-dataset check --manifest data-manifests/eyepacs.toml --root /data/eyepacs\n  build-dataset check --manifest data-manifests/papila-od.toml --manifest data-manifests/papila-os.toml --root /data/papila"
+    )]
+    Check(crate::check::CheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented example configuration file with every key and its default.
+    #[command(
+        after_help = "Example:\n  build-dataset config init build.toml && $EDITOR build.toml"
+    )]
+    Init {
+        /// Where to write it (never overwritten).
+        #[arg(default_value = "build-dataset.toml")]
+        path: PathBuf,
+    },
+    /// Print the effective configuration: defaults < --config file < RETINALOGOS_<SECTION>_<KEY>
+    /// environment variables. Secrets are never printed.
+    #[command(
+        after_help = "Example:\n  RETINALOGOS_CAPTIONER_CONCURRENCY=32 build-dataset config show --config build.toml"
+    )]
+    Show {
+        /// Configuration file to layer over the defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -110,6 +157,9 @@ pub struct BuildArgs {
     /// Skip writing the QA report at the end.
     #[arg(long)]
     pub no_qa: bool,
+    /// Serve Prometheus metrics of the run on this address. Example: --metrics-addr 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,8 +1,8 @@
-//! Run configuration: one TOML file, overridden by flags. Unknown keys are errors.
+//! Run configuration: the typed settings and their defaults; `config_layers` reads them from a
+//! file and the environment.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The whole configuration of a build, with defaults for every key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -47,13 +47,25 @@ pub struct CaptionerSection {
     pub api_key_env: String,
     /// Whether the endpoint sees images; false sends the facts only.
     pub vision: bool,
-    /// Requests in flight at once.
+    /// Most requests in flight at once; the adaptive limiter finds the endpoint's capacity below it.
     pub concurrency: usize,
+    /// Requests in flight at the start, before latency and overload answers tune the limit.
+    pub initial_concurrency: usize,
+    /// false: always `concurrency` requests in flight (no tuning).
+    pub adaptive_concurrency: bool,
+    /// Cache answers under `<out>/cache` so re-runs never pay twice.
+    pub cache: bool,
+    /// Set from `--out` (not a file setting): where the cache lives.
+    #[serde(skip)]
+    pub cache_dir: Option<std::path::PathBuf>,
     pub max_tokens: u32,
     pub temperature: f32,
     pub seed: u64,
     pub timeout_secs: u64,
     pub max_retries: u32,
+    /// Extra fields merged into every request body, e.g. `repeat_penalty = 1.1` for llama.cpp
+    /// or `top_k = 20` for vLLM; fields the client sets itself cannot be replaced.
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for CaptionerSection {
@@ -63,12 +75,17 @@ impl Default for CaptionerSection {
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
             vision: true,
-            concurrency: 16,
+            concurrency: 256,
+            initial_concurrency: 16,
+            adaptive_concurrency: true,
+            cache: true,
+            cache_dir: None,
             max_tokens: 1200,
             temperature: 0.2,
             seed: 0,
             timeout_secs: 120,
             max_retries: 6,
+            extra_body: serde_json::Map::new(),
         }
     }
 }
@@ -99,6 +116,8 @@ pub struct RunSection {
     pub retry_failed: bool,
     /// Give up on an item after this many failed attempts across runs.
     pub max_attempts: u32,
+    /// After a stop signal, how long requests in flight may take before the run exits anyway.
+    pub stop_grace_secs: u64,
 }
 
 impl Default for RunSection {
@@ -106,21 +125,12 @@ impl Default for RunSection {
         RunSection {
             retry_failed: true,
             max_attempts: 5,
+            stop_grace_secs: 120,
         }
     }
 }
 
 impl BuildConfig {
-    /// Reads a configuration file; errors name the file and the offending key.
-    pub fn load(path: &Path) -> Result<BuildConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-        let config: BuildConfig = toml::from_str(&text)
-            .with_context(|| format!("invalid configuration file {}", path.display()))?;
-        config.check()?;
-        Ok(config)
-    }
-
     /// Checks values serde cannot: ranges and enumerations.
     pub fn check(&self) -> Result<()> {
         if !matches!(self.image.format.as_str(), "jpeg" | "png") {
@@ -143,6 +153,26 @@ impl BuildConfig {
         }
         if self.captioner.concurrency == 0 {
             bail!("captioner.concurrency must be at least 1");
+        }
+        // These are the client's own decisions; a silent override would change every answer.
+        const OWN: [&str; 7] = [
+            "model",
+            "messages",
+            "response_format",
+            "max_tokens",
+            "temperature",
+            "seed",
+            "stream",
+        ];
+        if let Some(key) = self
+            .captioner
+            .extra_body
+            .keys()
+            .find(|k| OWN.contains(&k.as_str()))
+        {
+            bail!(
+                "captioner.extra_body.{key} is set by build-dataset itself; use the [captioner] key instead (or leave it out)"
+            );
         }
         if self.output.shard_megabytes == 0 || self.output.row_group_megabytes == 0 {
             bail!("output.shard_megabytes and output.row_group_megabytes must be at least 1");
@@ -167,6 +197,22 @@ mod tests {
         assert_eq!(config.image.size, 512);
         assert_eq!(config.image.jpeg_quality, 90);
         assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn extra_body_passes_through_and_cannot_replace_own_fields() {
+        let config: BuildConfig =
+            toml::from_str("[captioner.extra_body]\nrepeat_penalty = 1.1\ntop_k = 20\n").unwrap();
+        assert_eq!(config.captioner.extra_body["repeat_penalty"], 1.1);
+        assert_eq!(config.captioner.extra_body["top_k"], 20);
+        assert!(config.check().is_ok());
+        let config: BuildConfig =
+            toml::from_str("[captioner.extra_body]\nresponse_format = 1\n").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("captioner.extra_body.response_format"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //! and wires them (see `pipeline`); the stage logic lives in the stage crates.
 
 mod bench;
+mod check;
 mod cli;
 mod config;
+mod config_layers;
 mod demo;
+mod endpoint_check;
+mod metrics;
 mod pipeline;
 mod progress;
+mod signals;
+mod status;
 mod verify;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +27,7 @@ use retina_validate::{CaptionSchema, Rules, Validator};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 fn main() -> ExitCode {
@@ -52,9 +58,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Verify { dir } => verify::run(&dir),
-        Command::Qa { dir } => {
-            let summary = retina_qa::write_report(&dir)
+        Command::Status { dir, json } => status::run(&dir, json),
+        Command::Config(cli::ConfigCommand::Init { path }) => {
+            config_layers::init(&path)?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(cli::ConfigCommand::Show { config }) => {
+            let config = config_layers::load(config.as_deref(), std::env::vars())?;
+            print!("{}", config_layers::show(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Qa { dir, baseline } => {
+            let summary = retina_qa::write_report_with_baseline(&dir, baseline.as_deref())
                 .with_context(|| format!("cannot write the QA report for {}", dir.display()))?;
+            let markdown = std::fs::read_to_string(&summary.markdown_path).unwrap_or_default();
+            println!("{markdown}");
+            println!("{}", summary.html_path.display());
             println!("{}", summary.markdown_path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -72,6 +92,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Check(args) => check::run(&args),
     }
 }
 
@@ -136,6 +157,7 @@ fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dy
     let api_key = std::env::var(&section.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
+    endpoint_check::preflight(section, schema.value(), api_key.as_deref())?;
     let client = OpenAiCaptioner::new(EndpointConfig {
         base_url: section.endpoint.clone(),
         model: section.model.clone(),
@@ -148,6 +170,15 @@ fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dy
         seed: Some(section.seed),
         request_timeout: Duration::from_secs(section.timeout_secs),
         max_retries: section.max_retries,
+        extra_body: section.extra_body.clone(),
+        concurrency: retina_captioner::LimiterConfig {
+            initial: section
+                .initial_concurrency
+                .clamp(1, section.concurrency.max(1)),
+            max: section.concurrency,
+            adaptive: section.adaptive_concurrency,
+        },
+        cache_dir: section.cache_dir.clone().filter(|_| section.cache),
     })
     .map_err(|err| anyhow::anyhow!("cannot set up the endpoint client: {err}"))?;
     Ok(Arc::new(client))
@@ -179,21 +210,25 @@ pub(crate) fn make_stages(config: &BuildConfig) -> Result<pipeline::Stages> {
             max_row_group_bytes: config.output.row_group_megabytes * 1_000_000,
             name_prefix: config.output.shard_prefix.clone(),
         },
-        concurrency: config.captioner.concurrency,
+        // The HTTP captioner limits itself adaptively up to this many; the offline captioner is
+        // CPU-bound, where more in flight only costs memory.
+        concurrency: if config.captioner.endpoint.is_empty() {
+            config.captioner.concurrency.min(16)
+        } else {
+            config.captioner.concurrency
+        },
     })
 }
 
 fn effective_config(args: &BuildArgs) -> Result<BuildConfig> {
-    let mut config = match &args.config {
-        Some(path) => BuildConfig::load(path)?,
-        None => BuildConfig::default(),
-    };
+    let mut config = config_layers::load(args.config.as_deref(), std::env::vars())?;
     if let Some(endpoint) = &args.endpoint {
         config.captioner.endpoint = endpoint.clone();
     }
     if let Some(model) = &args.model {
         config.captioner.model = model.clone();
     }
+    config.captioner.cache_dir = Some(args.out.join("cache"));
     config.check()?;
     Ok(config)
 }
@@ -215,23 +250,17 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let progress = progress::Progress::new();
+    progress.write_state_to(pipeline::run_state_path(&args.out));
     let summary = runtime.block_on(async {
-        let signal_stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("stop requested: finishing items in flight and committing shards");
-                signal_stop.store(true, Ordering::Relaxed);
-            }
-        });
-        pipeline::run(
-            &args.out,
-            records,
-            stages,
-            &options,
+        signals::stop_on_signals(
             stop.clone(),
-            progress::Progress::new(),
-        )
-        .await
+            Duration::from_secs(config.run.stop_grace_secs),
+        );
+        if let Some(addr) = &args.metrics_addr {
+            metrics::serve(addr, progress.clone()).await?;
+        }
+        pipeline::run(&args.out, records, stages, &options, stop.clone(), progress).await
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
 

@@ -65,6 +65,11 @@ pub fn journal_path(out: &Path) -> PathBuf {
     out.join("journal").join("journal.sqlite")
 }
 
+/// Where a running build keeps its live figures for `status`.
+pub fn run_state_path(out: &Path) -> PathBuf {
+    out.join("journal").join("run-state.json")
+}
+
 enum Outcome {
     Accepted(Box<AcceptedRow>),
     Rejected(Box<RejectedRow>),
@@ -136,8 +141,9 @@ pub async fn run(
     let writer = DatasetWriter::open(out, stages.shards.clone())
         .with_context(|| format!("cannot open the shard writer in {}", out.display()))?;
     let counters = Arc::new(Counters::default());
-    // Bounded channels: the writer and the image stage each hold at most a few hundred items.
-    let bound = (stages.concurrency * 4).max(16);
+    // Enough ready items to keep the captioner's largest limit busy, capped so that prepared
+    // images waiting in memory stay in the tens of megabytes.
+    let bound = (stages.concurrency * 2).clamp(16, 256);
     let (outcome_tx, outcome_rx) = tokio::sync::mpsc::channel::<Outcome>(bound);
     let writer_thread = {
         let progress = progress.clone();
@@ -149,9 +155,18 @@ pub async fn run(
     let (prepared_tx, mut prepared_rx) = tokio::sync::mpsc::channel::<Prepared>(bound);
     let prepare_config = stages.prepare.clone();
     let prepare_stop = stop.clone();
+    let prepare_progress = progress.clone();
     let prepare_thread = std::thread::Builder::new()
         .name("image-stage".into())
-        .spawn(move || prepare_all(pending, &prepare_config, &prepare_stop, prepared_tx))?;
+        .spawn(move || {
+            prepare_all(
+                pending,
+                &prepare_config,
+                &prepare_stop,
+                prepared_tx,
+                &prepare_progress,
+            )
+        })?;
 
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let stages = Arc::new(stages);
@@ -170,7 +185,7 @@ pub async fn run(
                     // Not journaled: the next run does it.
                     return;
                 }
-                let outcome = match caption_one(&stages, fingerprint, item).await {
+                let outcome = match caption_one(&stages, fingerprint, item, &progress).await {
                     Ok(outcome) => outcome,
                     Err(message) => {
                         stop.store(true, Ordering::Relaxed);
@@ -207,7 +222,11 @@ pub async fn run(
     if prepare_result.is_err() {
         bail!("the image stage panicked; committed shards are kept");
     }
-    progress.finish();
+    progress.finish(if stop.load(Ordering::Relaxed) {
+        "stopped"
+    } else {
+        "finished"
+    });
 
     summary.processed = counters.processed.load(Ordering::Relaxed);
     summary.accepted = counters.accepted.load(Ordering::Relaxed);
@@ -295,6 +314,7 @@ fn prepare_all(
     config: &PrepareConfig,
     stop: &AtomicBool,
     tx: tokio::sync::mpsc::Sender<Prepared>,
+    progress: &Progress,
 ) {
     use rayon::prelude::*;
     records.into_par_iter().for_each_with(tx, |tx, record| {
@@ -302,6 +322,7 @@ fn prepare_all(
             return;
         }
         let image = prepare_one(&record, config);
+        progress.item_prepared();
         // A closed channel means the run is stopping; the item stays pending.
         let _ = tx.blocking_send(Prepared { record, image });
     });
@@ -333,6 +354,7 @@ async fn caption_one(
     stages: &Stages,
     fingerprint: &Fingerprint,
     item: Prepared,
+    progress: &Progress,
 ) -> Result<Outcome, String> {
     let Prepared { record, image } = item;
     let image = match image {
@@ -376,7 +398,11 @@ async fn caption_one(
         image: info.vision.then(|| image_bytes.clone()),
         image_mime: image.format.mime(),
     };
-    let reply = match stages.captioner.caption(request).await {
+    progress.request_started();
+    let reply = stages.captioner.caption(request).await;
+    let usage = reply.as_ref().map(|r| r.usage).unwrap_or_default();
+    progress.request_finished(usage.prompt_tokens, usage.completion_tokens);
+    let reply = match reply {
         Ok(reply) => reply,
         Err(CaptionError::Fatal { message }) => return Err(message),
         Err(CaptionError::Transient { message }) => {

@@ -11,9 +11,13 @@ use retina_prompt::RenderedPrompt;
 use retina_records::{ImageFacts, Record, Usage};
 use std::sync::Arc;
 
+mod cache;
+mod limiter;
 mod offline;
 mod openai;
 
+pub use cache::ResponseCache;
+pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Signal};
 pub use offline::OfflineCaptioner;
 pub use openai::{EndpointConfig, OpenAiCaptioner};
 

@@ -6,6 +6,8 @@
 //! at most 120 s, else `min(0.5 * 2^n, 8)` s with up to 25% jitter. Failures are classified
 //! into [`CaptionError`] so the pipeline knows whether to retry later, stop, or reject.
 
+use crate::cache::{KeyParts, ResponseCache};
+use crate::limiter::{Limiter, LimiterConfig, LimiterStats, Signal};
 use crate::{
     CaptionError, CaptionReply, CaptionRequest, Captioner, CaptionerInfo, estimate_tokens,
     strip_json_fence,
@@ -18,6 +20,7 @@ use retina_records::Usage;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest server-requested wait we obey; longer ones fall back to backoff (SDK behaviour).
@@ -50,6 +53,13 @@ pub struct EndpointConfig {
     pub request_timeout: Duration,
     /// Retries after the first attempt for retryable failures.
     pub max_retries: u32,
+    /// Extra top-level fields merged into every request body (e.g. llama.cpp's
+    /// `repeat_penalty`); keys this client sets itself are not overridden.
+    pub extra_body: serde_json::Map<String, Value>,
+    /// Requests in flight: adaptive between 1 and a maximum, or fixed.
+    pub concurrency: LimiterConfig,
+    /// Where answers are cached (`<out>/cache`); `None` caches nothing.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl EndpointConfig {
@@ -68,6 +78,9 @@ impl EndpointConfig {
             seed: None,
             request_timeout: Duration::from_secs(120),
             max_retries: 2,
+            extra_body: serde_json::Map::new(),
+            concurrency: LimiterConfig::default(),
+            cache_dir: None,
         }
     }
 }
@@ -86,16 +99,34 @@ impl fmt::Debug for EndpointConfig {
             .field("seed", &self.seed)
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
+            .field("extra_body", &self.extra_body)
+            .field("concurrency", &self.concurrency)
+            .field("cache_dir", &self.cache_dir)
             .finish_non_exhaustive()
     }
 }
 
 /// Captioner backed by an OpenAI-compatible `/chat/completions` endpoint.
-#[derive(Debug, Clone)]
+///
+/// It owns its concurrency: callers may start as many [`Captioner::caption`] calls as they like
+/// (up to [`LimiterConfig::max`] is useful); the adaptive limiter decides how many are on the wire.
+#[derive(Clone)]
 pub struct OpenAiCaptioner {
     config: EndpointConfig,
     client: reqwest::Client,
     url: String,
+    limiter: Arc<Limiter>,
+    cache: Option<ResponseCache>,
+}
+
+impl fmt::Debug for OpenAiCaptioner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCaptioner")
+            .field("config", &self.config)
+            .field("url", &self.url)
+            .field("limiter", &self.limiter.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiCaptioner {
@@ -127,17 +158,74 @@ impl OpenAiCaptioner {
                 config.temperature
             )));
         }
+        if config.concurrency.max == 0 {
+            return Err(fatal(
+                "the maximum concurrency must be at least 1".to_string(),
+            ));
+        }
         let client = reqwest::Client::builder()
+            // Keep as many idle connections as requests may be in flight, so a burst does not
+            // open and close sockets (and exhaust ports) at thousands of requests per second.
+            .pool_max_idle_per_host(config.concurrency.max)
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
             .build()
             .map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
         let url = format!("{base}/chat/completions");
+        let limiter = Limiter::new(config.concurrency);
+        let cache = config.cache_dir.clone().map(ResponseCache::new);
         Ok(OpenAiCaptioner {
             config,
             client,
             url,
+            limiter,
+            cache,
         })
+    }
+
+    fn cache_key(&self, request: &CaptionRequest) -> String {
+        ResponseCache::key(
+            &KeyParts {
+                model: &self.config.model,
+                vision: self.config.vision,
+                schema: &self.config.schema,
+                strict: self.config.json_schema_strict,
+                temperature: self.config.temperature,
+                seed: self.config.seed,
+                extra_body: &self.config.extra_body,
+            },
+            request,
+        )
+    }
+
+    /// The concurrency limiter's state: current and peak limit, overload answers seen.
+    pub fn limiter_stats(&self) -> LimiterStats {
+        self.limiter.stats()
+    }
+
+    /// One attempt holding a concurrency slot; feeds the outcome back to the limiter.
+    async fn attempt(
+        &self,
+        body: &Value,
+    ) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
+        let _permit = self.limiter.acquire().await;
+        let sent = Instant::now();
+        let result = self.send(body).await;
+        let signal = match &result {
+            Ok((status, _, _)) if status.is_success() => Signal::Answered(sent.elapsed()),
+            Ok((status, _, text)) if matches!(status.as_u16(), 429 | 503 | 529) => {
+                // Out of quota is not load: it stops the run, the limit does not matter.
+                if text.contains("insufficient_quota") {
+                    Signal::Neutral
+                } else {
+                    Signal::Overloaded
+                }
+            }
+            Ok(_) => Signal::Neutral,
+            Err(_) => Signal::Dropped,
+        };
+        self.limiter.record(signal);
+        result
     }
 
     /// The JSON body of one request.
@@ -171,8 +259,14 @@ impl OpenAiCaptioner {
                 }
             }
         });
-        if let (Some(seed), Some(map)) = (self.config.seed, body.as_object_mut()) {
-            map.insert("seed".to_string(), json!(seed));
+        if let Some(map) = body.as_object_mut() {
+            if let Some(seed) = self.config.seed {
+                map.insert("seed".to_string(), json!(seed));
+            }
+            // Extra fields never replace what the client itself decided.
+            for (key, value) in &self.config.extra_body {
+                map.entry(key.clone()).or_insert_with(|| value.clone());
+            }
         }
         body
     }
@@ -207,9 +301,16 @@ impl Captioner for OpenAiCaptioner {
         let mut max_tokens = self.config.max_tokens;
         let mut retries = 0u32;
         let mut length_retried = false;
+        let cache_key = self.cache.as_ref().map(|_| self.cache_key(&request));
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
+            && let Some(reply) = cache.get(key)
+        {
+            tracing::debug!(%item, "answer from the response cache");
+            return Ok(reply);
+        }
         loop {
             let body = self.body(&request, max_tokens);
-            let (delay, last_error) = match self.send(&body).await {
+            let (delay, last_error) = match self.attempt(&body).await {
                 Err(err) => {
                     let message = format!("request to {} failed: {}", self.url, error_chain(&err));
                     (retry_delay(retries, None, jitter()), message)
@@ -218,6 +319,9 @@ impl Captioner for OpenAiCaptioner {
                     match parse_success(&text, &request) {
                         Ok(mut reply) => {
                             reply.latency_ms = elapsed_ms(started);
+                            if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
+                                cache.put(key, &reply);
+                            }
                             return Ok(reply);
                         }
                         Err(Outcome::Truncated(detail)) => {

@@ -5,7 +5,11 @@
 //!
 //! Each scenario group lives in its own file and is registered with one line in [`run`].
 
+mod endpoint;
+mod image;
 mod pipeline;
+mod qa;
+mod real_endpoint;
 
 use crate::cli::BenchArgs;
 use anyhow::{Context, Result, bail};
@@ -40,6 +44,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if let Some(child) = &args.child {
         return match child.as_str() {
             "pipeline" => pipeline::run_child(args),
+            "endpoint" => endpoint::run_child(args),
+            "qa" => qa::run_child(args),
             other => bail!("unknown benchmark child scenario {other:?}"),
         };
     }
@@ -53,6 +59,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     // Scenario groups: one line each.
     if wanted(args, "pipeline") {
         pipeline::run(&context, &mut results)?;
+    }
+    if wanted(args, "image") {
+        image::run(&context, &mut results)?;
+    }
+    if wanted(args, "endpoint") {
+        endpoint::run(&context, &mut results)?;
+    }
+    if wanted(args, "qa") {
+        qa::run(&context, &mut results)?;
+    }
+    if wanted(args, "real-endpoint") {
+        real_endpoint::run(&context, &mut results)?;
     }
 
     let text = serde_json::to_string_pretty(&results.0)?;

@@ -265,6 +265,25 @@ async fn text_only_models_get_no_image_and_no_key_when_unset() {
 }
 
 #[tokio::test]
+async fn extra_body_fields_are_sent_but_never_replace_the_clients_own() {
+    let content = answer_json();
+    let (result, received) = run(vec![ok(completion(Some(&content), "stop"))], |c| {
+        c.extra_body
+            .insert("repeat_penalty".to_string(), json!(1.1));
+        c.extra_body.insert("top_k".to_string(), json!(20));
+        c.extra_body.insert("max_tokens".to_string(), json!(5));
+        c.extra_body.insert("model".to_string(), json!("other"));
+    })
+    .await;
+    assert!(result.is_ok());
+    let body = &received[0].body;
+    assert_eq!(body["repeat_penalty"], 1.1);
+    assert_eq!(body["top_k"], 20);
+    assert_eq!(body["max_tokens"], 600);
+    assert_eq!(body["model"], "qwen2.5-vl-7b");
+}
+
+#[tokio::test]
 async fn fenced_json_is_stripped() {
     let content = answer_json();
     let fenced = format!("```json\n{content}\n```");

@@ -1,0 +1,230 @@
+//! The image stage on camera-sized photographs (3888x2592 JPEG, synthetic, cached): the full
+//! stage against the codec-only path with the same crates, our JPEG encoder against
+//! libjpeg-turbo, scaling from one to two cores, and images per second per core against
+//! img2dataset's resizer on the same images (1024 square JPEG output).
+//!
+//! The Python references (img2dataset; Pillow, whose wheels bundle libjpeg-turbo) come from
+//! `scripts/setup-bench.sh`; when it cannot run, those two ratios are skipped with a note.
+
+use super::{BenchContext, Results, time_per_item};
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use retina_fundus::{PrepareConfig, prepare};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Frame of the benchmark photographs (a common EyePACS camera size).
+const WIDTH: u32 = 3888;
+const HEIGHT: u32 = 2592;
+/// Photographs generated (left and right eyes, grades 0-4).
+const COUNT: usize = 8;
+
+/// The Python side: img2dataset's resizer per image, and Pillow's JPEG encode per megapixel, each
+/// on one core, printed as JSON.
+const PYTHON: &str = r#"
+import io, json, sys, time, os
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import cv2
+cv2.setNumThreads(1)
+from PIL import Image
+from img2dataset.resizer import Resizer
+paths = sys.argv[2:]
+side = int(sys.argv[1])
+images = [open(p, "rb").read() for p in paths]
+resizer = Resizer(image_size=side, resize_mode="border", resize_only_if_bigger=False,
+                  encode_quality=90, encode_format="jpg")
+def stage():
+    for b in images:
+        out = resizer(io.BytesIO(b))
+        if out[-1] is not None:
+            raise SystemExit("img2dataset failed: %s" % out[-1])
+stage()
+passes = []
+for _ in range(3):
+    t = time.perf_counter(); stage(); passes.append((time.perf_counter() - t) * 1000 / len(images))
+passes.sort()
+raw = open(os.environ["RAW_RGB"], "rb").read()
+img = Image.frombytes("RGB", (side, side), raw)
+def enc():
+    buf = io.BytesIO(); img.save(buf, format="JPEG", quality=90); return buf
+enc()
+encs = []
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(10): enc()
+    encs.append((time.perf_counter() - t) * 1000 / 10)
+encs.sort()
+print(json.dumps({"img2dataset_ms": passes[1], "pillow_encode_ms": encs[2]}))
+"#;
+
+pub(crate) fn run(context: &BenchContext, results: &mut Results) -> Result<()> {
+    let dir = crate::demo::cache_root()?.join(format!("bench-{WIDTH}x{HEIGHT}-v1"));
+    let paths = ensure_photographs(&dir)?;
+    let images: Vec<Vec<u8>> = paths.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let config = PrepareConfig::default();
+    let side = config.target_size;
+    let mp = f64::from(WIDTH) * f64::from(HEIGHT) / 1e6;
+    let _ = context;
+
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let stage_ms = one.install(|| {
+        time_per_item(&images, |b| {
+            prepare(b, &config).map(|_| ()).map_err(|e| e.to_string())
+        })
+    })?;
+    let codec_ms = one.install(|| {
+        time_per_item(&images, |b| {
+            retina_fundus::codec_only(b, &config)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })?;
+    results.put(
+        "image_3888_stage_images_per_s",
+        1000.0 / stage_ms,
+        "images/s",
+        "full image stage, 3888x2592 JPEG to 1024² JPEG q90, one core",
+    );
+    results.put(
+        "image_3888_stage_mp_per_s",
+        mp * 1000.0 / stage_ms,
+        "MP/s",
+        "the same in input megapixels per second",
+    );
+    results.put(
+        "image_3888_codec_over_stage",
+        codec_ms / stage_ms,
+        "ratio",
+        "codec-only path (same decode, resize, encode) over the full stage time; goal >= 0.8",
+    );
+
+    // Our encoder per megapixel on a prepared 1024² output.
+    let prepared = prepare(&images[0], &config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rgb = image::load_from_memory(&prepared.bytes)?.into_rgb8();
+    let raw = rgb.as_raw().clone();
+    let out_mp = f64::from(side) * f64::from(side) / 1e6;
+    let encode_ms = time_per_item(std::slice::from_ref(&raw), |px| {
+        retina_fundus::encode_jpeg(px, side, side, config.jpeg_quality)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    results.put(
+        "jpeg_encode_ms_per_mp",
+        encode_ms / out_mp,
+        "ms/MP",
+        "chosen JPEG encoder (jpeg-encoder, SIMD), q90 4:2:0, one core",
+    );
+
+    // One to two cores.
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
+    let throughput = |pool: &rayon::ThreadPool| -> Result<f64> {
+        let work: Vec<&Vec<u8>> = images.iter().chain(&images).collect();
+        let started = Instant::now();
+        pool.install(|| {
+            work.par_iter()
+                .try_for_each(|b| prepare(b, &config).map(|_| ()))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(work.len() as f64 / started.elapsed().as_secs_f64())
+    };
+    let t1 = throughput(&one)?;
+    let t2 = throughput(&two)?;
+    results.put(
+        "image_3888_scaling_2_cores",
+        t2 / t1,
+        "ratio",
+        "full stage throughput on two cores over one core (2.0 = linear)",
+    );
+
+    // References from Python, same images, one core.
+    match python_reference(&paths, side, &raw) {
+        Ok((img2dataset_ms, pillow_ms)) => {
+            results.put(
+                "image_3888_vs_img2dataset",
+                img2dataset_ms / stage_ms,
+                "ratio",
+                "our images/s per core over img2dataset's resizer (border mode, 1024² JPEG q90), which neither measures nor hashes; goal >= 2",
+            );
+            results.put(
+                "jpeg_encode_vs_libjpeg_turbo",
+                encode_ms / pillow_ms,
+                "ratio",
+                "our JPEG encode time over libjpeg-turbo's (Pillow) for the same 1024² pixels at q90 (< 1 = faster)",
+            );
+        }
+        Err(e) => eprintln!("bench image: Python references skipped: {e:#}"),
+    }
+    Ok(())
+}
+
+/// Renders and caches the benchmark photographs (JPEG q92 like a camera's).
+fn ensure_photographs(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let paths: Vec<PathBuf> = (0..COUNT)
+        .map(|i| dir.join(format!("fundus-{i}.jpg")))
+        .collect();
+    paths
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, path)| -> Result<()> {
+            if path.exists() {
+                return Ok(());
+            }
+            let laterality = if i % 2 == 0 {
+                retina_records::Laterality::Left
+            } else {
+                retina_records::Laterality::Right
+            };
+            let spec = synthetic_fundus::SceneSpec {
+                dr_grade: (i % 5) as u8,
+                ..synthetic_fundus::SceneSpec::normal(WIDTH, HEIGHT, laterality, 9000 + i as u64)
+            };
+            let (img, _) = synthetic_fundus::render(&spec);
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+                .encode_image(&img)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, path)?;
+            Ok(())
+        })?;
+    Ok(paths)
+}
+
+fn python_reference(paths: &[PathBuf], side: u32, raw: &[u8]) -> Result<(f64, f64)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-bench.sh");
+    let setup = std::process::Command::new("bash")
+        .arg(&root)
+        .output()
+        .context("cannot run scripts/setup-bench.sh")?;
+    if !setup.status.success() {
+        bail!("setup-bench.sh: {}", String::from_utf8_lossy(&setup.stderr));
+    }
+    let python = String::from_utf8(setup.stdout)?.trim().to_string();
+    let work = std::env::temp_dir().join(format!("retinalogos-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("reference.py");
+    let raw_path = work.join("output.rgb");
+    std::fs::write(&script, PYTHON)?;
+    std::fs::write(&raw_path, raw)?;
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(side.to_string())
+        .args(paths)
+        .env("RAW_RGB", &raw_path)
+        .env("OMP_NUM_THREADS", "1")
+        .env("NO_ALBUMENTATIONS_UPDATE", "1")
+        .output()
+        .context("cannot start the bench Python")?;
+    let _ = std::fs::remove_dir_all(&work);
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok((
+        v["img2dataset_ms"]
+            .as_f64()
+            .context("no img2dataset time")?,
+        v["pillow_encode_ms"].as_f64().context("no Pillow time")?,
+    ))
+}
