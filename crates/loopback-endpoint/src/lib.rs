@@ -230,6 +230,8 @@ pub enum When {
     Every(u64),
     /// Each request with this probability (seeded, so a run is reproducible).
     Probability(f64),
+    /// Requests from..=to (deterministic, unlike `Every` whose hits depend on interleaving).
+    Range(u64, u64),
 }
 
 /// One scripted fault.
@@ -243,7 +245,7 @@ pub struct FaultRule {
 
 impl FromStr for FaultRule {
     type Err = EndpointError;
-    /// `NAME`, `NAME:first=N`, `NAME:every=N`, `NAME:p=0.1`; `429` also takes `,after=MS` and
+    /// `NAME`, `NAME:first=N`, `NAME:every=N`, `NAME:from=A,to=B`, `NAME:p=0.1`; `429` also takes `,after=MS` and
     /// `slow` `,delay=MS`, e.g. `429:first=3,after=50`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let err = |reason: &str| EndpointError::Parse {
@@ -261,6 +263,22 @@ impl FromStr for FaultRule {
             let int = || value.parse::<u64>().map_err(|_| err("not a whole number"));
             match key {
                 "first" => when = When::First(int()?),
+                "from" => {
+                    let to = if let When::Range(_, to) = when {
+                        to
+                    } else {
+                        u64::MAX
+                    };
+                    when = When::Range(int()?, to);
+                }
+                "to" => {
+                    let from = if let When::Range(from, _) = when {
+                        from
+                    } else {
+                        1
+                    };
+                    when = When::Range(from, int()?);
+                }
                 "every" => when = When::Every(int()?.max(1)),
                 "p" => {
                     let p: f64 = value.parse().map_err(|_| err("p is not a number"))?;
@@ -277,7 +295,7 @@ impl FromStr for FaultRule {
                     Fault::SlowBody { delay_ms } => *delay_ms = int()?,
                     _ => return Err(err("delay= is for slow")),
                 },
-                _ => return Err(err("options are first, every, p, after, delay")),
+                _ => return Err(err("options are first, every, from, to, p, after, delay")),
             }
         }
         Ok(FaultRule { fault, when })
@@ -791,6 +809,7 @@ async fn chat(shared: &Shared, body: &[u8]) -> Reply {
             .find(|rule| match rule.when {
                 When::Always => true,
                 When::First(n) => number <= n,
+                When::Range(from, to) => (from..=to).contains(&number),
                 When::Every(n) => number.is_multiple_of(n.max(1)),
                 When::Probability(p) => rng.random::<f64>() < p,
             })
