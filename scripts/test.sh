@@ -15,6 +15,14 @@ if ! scripts/real-endpoint.sh status 2>/dev/null | grep -q '^running:'; then
 fi
 eval "$(scripts/real-endpoint.sh start)"
 export RETINALOGOS_LLAMA_URL RETINALOGOS_LLAMA_MODEL
-# Doc tests first, so the run closes on the summary of the real suite.
-cargo test --workspace --doc
-cargo test --workspace --all-targets --no-fail-fast
+# Every test binary runs even after a failure; the last line sums them all up.
+log="$(mktemp)"
+set +e
+cargo test --workspace --doc 2>&1 | tee "$log"
+doc_status=${PIPESTATUS[0]}
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log"
+test_status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}' "$log"
+rm -f "$log"
+[ "$doc_status" -eq 0 ] && [ "$test_status" -eq 0 ]
