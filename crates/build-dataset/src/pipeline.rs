@@ -402,6 +402,7 @@ async fn caption_one(
     let reply = stages.captioner.caption(request).await;
     let usage = reply.as_ref().map(|r| r.usage).unwrap_or_default();
     progress.request_finished(usage.prompt_tokens, usage.completion_tokens);
+    progress.concurrency_limit(stages.captioner.concurrency_limit());
     let reply = match reply {
         Ok(reply) => reply,
         Err(CaptionError::Fatal { message }) => return Err(message),

@@ -33,6 +33,8 @@ struct Counters {
     shards: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    /// The captioner's current concurrency limit, 0 when it does not adapt.
+    concurrency: AtomicU64,
 }
 
 struct Inner {
@@ -65,6 +67,10 @@ pub struct RunState {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub items_per_second: f64,
+    /// Throughput of the image stage alone (items prepared per second).
+    pub images_per_second: f64,
+    /// The captioner's current concurrency limit, when it adapts it.
+    pub concurrency_limit: Option<u64>,
     pub eta_seconds: Option<f64>,
 }
 
@@ -143,6 +149,15 @@ impl Progress {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records the captioner's current concurrency limit.
+    pub fn concurrency_limit(&self, limit: Option<usize>) {
+        let value = limit.map_or(0, |l| l as u64);
+        self.inner
+            .counters
+            .concurrency
+            .store(value, Ordering::Relaxed);
+    }
+
     pub fn request_finished(&self, prompt_tokens: u32, completion_tokens: u32) {
         let c = &self.inner.counters;
         c.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -206,6 +221,8 @@ impl Progress {
             prompt_tokens: load(&c.prompt_tokens),
             completion_tokens: load(&c.completion_tokens),
             items_per_second: rate,
+            images_per_second: load(&c.prepared) as f64 / elapsed,
+            concurrency_limit: Some(load(&c.concurrency)).filter(|l| *l > 0),
             eta_seconds: (rate > 0.0).then(|| remaining as f64 / rate),
         }
     }
@@ -213,13 +230,17 @@ impl Progress {
     fn counts(&self) -> String {
         let s = self.snapshot("running");
         format!(
-            "{:.1} items/s · accepted {} · rejected {} · failed {} · in flight {} · images prepared {} · tokens {} in / {} out · shards {}",
+            "{:.1} items/s · accepted {} · rejected {} · failed {} · in flight {}{} · images prepared {} ({:.1}/s) · tokens {} in / {} out · shards {}",
             s.items_per_second,
             s.accepted,
             s.rejected,
             s.failed,
             s.in_flight,
+            s.concurrency_limit
+                .map(|l| format!(" (limit {l})"))
+                .unwrap_or_default(),
             s.prepared,
+            s.images_per_second,
             s.prompt_tokens,
             s.completion_tokens,
             s.shards_committed
@@ -352,6 +373,18 @@ impl RunState {
             "Items finished per second since the start.",
             self.items_per_second,
         );
+        metric(
+            "images_per_second",
+            "gauge",
+            "Items through the image stage per second since the start.",
+            self.images_per_second,
+        );
+        metric(
+            "concurrency_limit",
+            "gauge",
+            "The captioner's current concurrency limit (0: fixed).",
+            self.concurrency_limit.unwrap_or(0) as f64,
+        );
         out
     }
 }
@@ -369,6 +402,8 @@ mod tests {
         progress.start(10, 5);
         progress.request_started();
         progress.request_finished(100, 50);
+        progress.concurrency_limit(Some(12));
+        progress.item_prepared();
         progress.item_done("accepted");
         progress.item_done("rejected");
         progress.finish("finished");
@@ -379,6 +414,9 @@ mod tests {
         assert_eq!((state.prompt_tokens, state.completion_tokens), (100, 50));
         assert_eq!(state.in_flight, 0);
         assert_eq!(state.phase, "finished");
+        assert_eq!(state.concurrency_limit, Some(12));
+        assert_eq!(state.prepared, 1);
+        assert!(state.images_per_second > 0.0);
         assert_eq!(state.pid, std::process::id());
     }
 

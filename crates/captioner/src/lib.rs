@@ -90,6 +90,11 @@ pub enum CaptionError {
 pub trait Captioner: Send + Sync {
     /// Model, endpoint and whether it sees images.
     fn info(&self) -> CaptionerInfo;
+    /// How many requests the captioner lets out at once right now, when it adapts that number
+    /// (for the progress display); `None` when it does not.
+    fn concurrency_limit(&self) -> Option<usize> {
+        None
+    }
     /// Captions one item.
     async fn caption(&self, request: CaptionRequest) -> Result<CaptionReply, CaptionError>;
 }

@@ -287,6 +287,10 @@ impl OpenAiCaptioner {
 
 #[async_trait::async_trait]
 impl Captioner for OpenAiCaptioner {
+    fn concurrency_limit(&self) -> Option<usize> {
+        Some(self.limiter.stats().limit)
+    }
+
     fn info(&self) -> CaptionerInfo {
         CaptionerInfo {
             model: self.config.model.clone(),
