@@ -4,12 +4,13 @@
 //! The demo images are generated once into the shared cache folder (as a user's first run does)
 //! and reused; every test writes its dataset into its own temporary folder.
 
+mod common;
+use common::{BIN, text};
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
-
-const BIN: &str = env!("CARGO_BIN_EXE_build-dataset");
 
 /// Demo generation is idempotent but not meant to run twice at once in one cache folder.
 static DEMO_LOCK: Mutex<()> = Mutex::new(());
@@ -20,15 +21,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary starts")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn card(dir: &Path) -> Value {

@@ -4,6 +4,9 @@
 //! every item ends in exactly one terminal state (the card's counts add up to the inputs and
 //! `verify` finds shards and journal in agreement).
 
+mod common;
+use common::{BIN, text};
+
 use loopback_endpoint::{Endpoint, FaultRule, Latency, Spec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -12,20 +15,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_build-dataset");
 const ITEMS: u64 = 6;
 const SECRET: &str = "sk-loopback-secret-9f3b2c";
 /// Every build first sends one preflight request (endpoint, key and schema check) before items.
 const PREFLIGHT: u64 = 1;
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Six unlabelled photographs (generated once per test process), so the endpoint's generic answer
 /// is consistent with every item and acceptance depends only on the exchange.

@@ -2,22 +2,14 @@
 //! completes), an immediate stop on a second signal, `status` during a run, the metrics endpoint,
 //! configuration precedence and errors, and secrets never in output.
 
+mod common;
+use common::{BIN, text};
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_build-dataset");
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)

@@ -4,13 +4,14 @@
 //!
 //! One small demo build is shared by the tests of this file (built once, on first use).
 
+mod common;
+use common::{BIN, text};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
-
-const BIN: &str = env!("CARGO_BIN_EXE_build-dataset");
 
 /// Demo generation writes into the shared cache folder: one at a time.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -22,15 +23,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary starts")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A demo build of 90 items (both demo datasets), without its automatic QA report.

@@ -7,6 +7,9 @@
 //! The tests assert that what enters the dataset is valid and grounded, and that what does not
 //! carries its reasons.
 
+mod common;
+use common::{BIN, text};
+
 use retina_captioner::{CaptionError, CaptionRequest, Captioner, EndpointConfig, OpenAiCaptioner};
 use retina_prompt::RenderedPrompt;
 use retina_records::{ImageFacts, QualityGrade, QualityMetrics, Record};
@@ -14,11 +17,9 @@ use retina_validate::{CaptionSchema, Rules, Validator, Verdict};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_build-dataset");
 
 /// Slots `scripts/real-endpoint.sh start` gives the server by default.
 const SLOTS: usize = 4;
@@ -34,15 +35,6 @@ fn endpoint() -> (String, String) {
              `eval \"$(scripts/real-endpoint.sh start)\"` before cargo test."
         ),
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A build configuration for the tiny model: text only, bounded answers, repeat penalty 1.1,
