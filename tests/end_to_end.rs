@@ -5,7 +5,7 @@
 //! and reused; every test writes its dataset into its own temporary folder.
 
 mod common;
-use common::{BIN, text};
+use common::{BIN, python_json, text};
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -28,10 +28,6 @@ fn card(dir: &Path) -> Value {
     serde_json::from_str(&text).expect("dataset.json is JSON")
 }
 
-fn python() -> String {
-    std::env::var("RETINALOGOS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// Reads every shard with pyarrow and returns what it saw, as JSON.
 fn read_with_pyarrow(dir: &Path) -> Value {
     let script = r#"
@@ -49,17 +45,7 @@ for path in sorted(glob.glob(sys.argv[1] + "/shards/*.parquet")):
     out["captions"] += sum(1 for c in table.column("caption").to_pylist() if c and len(c.split()) >= 40)
 print(json.dumps(out))
 "#;
-    let output = Command::new(python())
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .expect("python starts");
-    assert!(
-        output.status.success(),
-        "pyarrow could not read the shards (run scripts/setup-test-env.sh): {}",
-        text(&output)
-    );
-    serde_json::from_slice(&output.stdout).expect("script prints JSON")
+    python_json(script, dir)
 }
 
 fn shard_files(dir: &Path) -> Vec<PathBuf> {

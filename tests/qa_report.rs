@@ -5,7 +5,7 @@
 //! One small demo build is shared by the tests of this file (built once, on first use).
 
 mod common;
-use common::{BIN, text};
+use common::{BIN, python_json, text};
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -182,18 +182,7 @@ dup_caps = sum(n for n in caps.values() if n > 1)
 print(json.dumps({"rows": rows, "coverage": {k: v / rows for k, v in sections.items()},
                   "dup_image_rows": dup_rows, "codes": codes, "dup_caption_rows": dup_caps}))
 "#;
-    let python = std::env::var("RETINALOGOS_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(python)
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .expect("python starts");
-    assert!(
-        output.status.success(),
-        "pyarrow recount failed (run scripts/setup-test-env.sh): {}",
-        text(&output)
-    );
-    let py: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let py = python_json(script, dir);
     assert_eq!(py["rows"], report["counts"]["accepted"]);
     for (name, fraction) in py["coverage"].as_object().unwrap() {
         close(
