@@ -261,6 +261,36 @@ pub struct ImageFacts {
     pub perceptual_hash: u64,
 }
 
+impl ImageFacts {
+    /// A plausible good-quality 1024x1024 output of an `original_width` x `original_height`
+    /// photograph with every measurement absent: a fixture for tests, examples and benchmarks.
+    pub fn fixture(original_width: u32, original_height: u32) -> ImageFacts {
+        ImageFacts {
+            original_width,
+            original_height,
+            output_width: 1024,
+            output_height: 1024,
+            fov_fraction: 0.7,
+            quality: QualityMetrics {
+                brightness: 0.4,
+                contrast: 0.2,
+                sharpness: 100.0,
+                illumination_uniformity: 0.9,
+                grade: QualityGrade::Good,
+            },
+            disc: None,
+            centring: None,
+            vessel_density: None,
+            tortuosity: None,
+            fractal_dimension: None,
+            cup_to_disc_ratio: None,
+            bright_lesion_candidates: None,
+            dark_lesion_candidates: None,
+            perceptual_hash: 0,
+        }
+    }
+}
+
 /// One lesion as a captioner reports it, from the controlled vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

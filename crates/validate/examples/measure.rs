@@ -3,8 +3,7 @@
 //! `cargo run -p retina-validate --example measure --release`
 
 use retina_records::{
-    ImageFacts, Labels, Laterality, LesionExtent, LesionFinding, LesionLocation, LesionType,
-    QualityGrade, QualityMetrics, Record,
+    ImageFacts, Labels, Laterality, LesionExtent, LesionFinding, LesionLocation, LesionType, Record,
 };
 use retina_validate::{CaptionSchema, Rules, Validator};
 use std::path::PathBuf;
@@ -29,29 +28,7 @@ fn answer(caption: &str, optic_disc: &str, lesions: &[LesionType]) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let validator = Validator::new(&CaptionSchema::embedded(), Rules::embedded())?;
-    let facts = ImageFacts {
-        original_width: 2000,
-        original_height: 1500,
-        output_width: 1024,
-        output_height: 1024,
-        fov_fraction: 0.7,
-        quality: QualityMetrics {
-            brightness: 0.4,
-            contrast: 0.2,
-            sharpness: 100.0,
-            illumination_uniformity: 0.9,
-            grade: QualityGrade::Good,
-        },
-        disc: None,
-        centring: None,
-        vessel_density: None,
-        tortuosity: None,
-        fractal_dimension: None,
-        cup_to_disc_ratio: None,
-        bright_lesion_candidates: None,
-        dark_lesion_candidates: None,
-        perceptual_hash: 0,
-    };
+    let facts = ImageFacts::fixture(2000, 1500);
     let mut record = Record::new("demo", "1.png", PathBuf::from("1.png"));
     record.laterality = Laterality::Right;
     let disc = "Pink disc with a cup-to-disc ratio of about 0.3 and a healthy rim.";

@@ -4,7 +4,6 @@ use super::*;
 use proptest::prelude::*;
 use retina_records::{
     Glaucoma, Labels, Laterality, LesionExtent, LesionFinding, LesionLocation, LesionType,
-    QualityGrade, QualityMetrics,
 };
 use std::sync::OnceLock;
 
@@ -14,29 +13,7 @@ fn validator() -> &'static Validator {
 }
 
 fn facts() -> ImageFacts {
-    ImageFacts {
-        original_width: 2000,
-        original_height: 1500,
-        output_width: 1024,
-        output_height: 1024,
-        fov_fraction: 0.7,
-        quality: QualityMetrics {
-            brightness: 0.4,
-            contrast: 0.2,
-            sharpness: 100.0,
-            illumination_uniformity: 0.9,
-            grade: QualityGrade::Good,
-        },
-        disc: None,
-        centring: None,
-        vessel_density: None,
-        tortuosity: None,
-        fractal_dimension: None,
-        cup_to_disc_ratio: None,
-        bright_lesion_candidates: None,
-        dark_lesion_candidates: None,
-        perceptual_hash: 0,
-    }
+    ImageFacts::fixture(2000, 1500)
 }
 
 fn record(labels: Labels) -> Record {

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use loopback_endpoint::{Endpoint, Latency, Spec};
 use retina_captioner::{CaptionRequest, Captioner, EndpointConfig, LimiterConfig, OpenAiCaptioner};
 use retina_prompt::RenderedPrompt;
-use retina_records::{ImageFacts, QualityGrade, QualityMetrics, Record};
+use retina_records::{ImageFacts, Record};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -178,29 +178,7 @@ fn request() -> CaptionRequest {
         "bench/one.png",
         std::path::PathBuf::from("one.png"),
     );
-    let facts = ImageFacts {
-        original_width: 2048,
-        original_height: 1536,
-        output_width: 1024,
-        output_height: 1024,
-        fov_fraction: 0.7,
-        quality: QualityMetrics {
-            brightness: 0.4,
-            contrast: 0.2,
-            sharpness: 100.0,
-            illumination_uniformity: 0.9,
-            grade: QualityGrade::Good,
-        },
-        disc: None,
-        centring: None,
-        vessel_density: None,
-        tortuosity: None,
-        fractal_dimension: None,
-        cup_to_disc_ratio: None,
-        bright_lesion_candidates: None,
-        dark_lesion_candidates: None,
-        perceptual_hash: 0,
-    };
+    let facts = ImageFacts::fixture(2048, 1536);
     // A prompt of realistic size (~2 KB), text only: the matrix measures concurrency control, not
     // base64 of images (which would make two shared cores the bottleneck, not the client).
     CaptionRequest {
