@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs beyond cargo, in a cache folder outside the repository
 # (reused when present), and exports the variables the tests read:
-#   RETINALOGOS_PYTHON  a Python with pyarrow, the real Parquet reader the tests check shards with.
+#   RETINALOGOS_PYTHON  a Python with pyarrow, datasets, polars, duckdb and pillow (pinned in
+#                       test-requirements.txt): the real readers the tests check shards with.
 # Source it (`. scripts/setup-test-env.sh`) or run it; it is idempotent.
 set -euo pipefail
 cache="${RETINALOGOS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/retinalogos}"
@@ -19,4 +20,4 @@ if ! cmp -s "$requirements" "$stamp"; then
   cp "$requirements" "$stamp"
 fi
 export RETINALOGOS_PYTHON="$venv/bin/python"
-"$RETINALOGOS_PYTHON" -c "import pyarrow" || { echo "setup: pyarrow is not importable from $RETINALOGOS_PYTHON" >&2; exit 1; }
+"$RETINALOGOS_PYTHON" -c "import pyarrow, datasets, polars, duckdb, PIL" || { echo "setup: the test packages are not importable from $RETINALOGOS_PYTHON" >&2; exit 1; }
