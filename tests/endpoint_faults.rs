@@ -398,3 +398,54 @@ fn a_lost_run_is_redone_from_the_response_cache_without_paying_again() {
     );
     assert_no_secret(&case, &[&build, &rebuild]);
 }
+
+/// A server enforcing 4 requests per 2 s fixed window (and saying so in `x-ratelimit-*`).
+fn rate_limited_server() -> Spec {
+    Spec {
+        rate_limit: Some(loopback_endpoint::RateLimit {
+            requests: 4,
+            tokens: 100_000_000,
+            window: Duration::from_secs(2),
+            enforce: true,
+        }),
+        ..fast()
+    }
+}
+
+#[test]
+fn a_configured_rate_limit_gets_no_429_from_a_rate_limited_server() {
+    let case = Case::new();
+    // 3 per 2 s, evenly paced: any 2 s holds at most 3 items plus the preflight, within the 4.
+    let mut config = std::fs::read_to_string(&case.config).unwrap();
+    config.push_str("rate_limit_requests = 3\nrate_limit_window_secs = 2\n");
+    std::fs::write(&case.config, config).unwrap();
+    let endpoint = case.endpoint_with(rate_limited_server());
+    let build = case.build(&endpoint);
+    assert!(build.status.success(), "{}", text(&build));
+    assert_eq!(case.assert_all_terminal(), (ITEMS, 0, 0));
+    let stats = endpoint.stats();
+    assert_eq!(
+        stats.rate_limited.load(Ordering::Relaxed),
+        0,
+        "{}",
+        stats.to_json()
+    );
+    assert_eq!(stats.completed.load(Ordering::Relaxed), ITEMS + PREFLIGHT);
+}
+
+#[test]
+fn without_a_configured_limit_the_servers_headers_still_prevent_a_429_storm() {
+    // The first burst (4 in flight plus the preflight) overruns the window; after that the
+    // client has learned the limit and the reset from the headers, so 429s stay few.
+    let case = Case::new();
+    let mut config = std::fs::read_to_string(&case.config).unwrap();
+    config.push_str("rate_limit_window_secs = 2\ninitial_concurrency = 4\n");
+    let config = config.replace("initial_concurrency = 2\n", "");
+    std::fs::write(&case.config, config).unwrap();
+    let endpoint = case.endpoint_with(rate_limited_server());
+    let build = case.build(&endpoint);
+    assert!(build.status.success(), "{}", text(&build));
+    assert_eq!(case.assert_all_terminal(), (ITEMS, 0, 0));
+    let limited = endpoint.stats().rate_limited.load(Ordering::Relaxed);
+    assert!(limited <= ITEMS / 2, "{limited} answers were 429");
+}

@@ -89,21 +89,41 @@ async fn check(section: &CaptionerSection, schema: &Value, api_key: Option<&str>
     } else {
         json!("Preflight: answer with the smallest valid JSON.")
     };
+    let format: retina_captioner::ResponseFormat = section
+        .response_format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("captioner.response_format: {e}"))?;
+    let system = "You describe colour fundus photographs as JSON.";
+    let (system, response_format) = match format {
+        retina_captioner::ResponseFormat::JsonSchema => (
+            system.to_string(),
+            Some(json!({
+                "type": "json_schema",
+                "json_schema": {"name": "fundus_caption", "schema": schema, "strict": true}
+            })),
+        ),
+        retina_captioner::ResponseFormat::JsonObject => (
+            retina_captioner::system_with_schema(system, schema),
+            Some(json!({"type": "json_object"})),
+        ),
+        retina_captioner::ResponseFormat::None => {
+            (retina_captioner::system_with_schema(system, schema), None)
+        }
+    };
     let mut body = json!({
         "model": section.model,
         "messages": [
-            {"role": "system", "content": "You describe colour fundus photographs as JSON."},
+            {"role": "system", "content": system},
             {"role": "user", "content": user},
         ],
         "max_tokens": 1,
         "temperature": section.temperature,
         "seed": section.seed,
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "fundus_caption", "schema": schema, "strict": true}
-        }
     });
     if let Some(map) = body.as_object_mut() {
+        if let Some(response_format) = response_format {
+            map.insert("response_format".to_string(), response_format);
+        }
         for (key, value) in &section.extra_body {
             map.entry(key.clone()).or_insert_with(|| value.clone());
         }
@@ -139,7 +159,12 @@ async fn check(section: &CaptionerSection, schema: &Value, api_key: Option<&str>
         400 | 413 | 422 => bail!(
             "the endpoint refused a request of the form every item is sent in, so nothing was captioned ({said}). \
              Usual causes: the server does not support this JSON schema in strict mode (see README, Troubleshooting), \
-             {}or a captioner.extra_body field it does not know",
+             {}{}or a captioner.extra_body field it does not know",
+            if format == retina_captioner::ResponseFormat::JsonSchema {
+                "the server takes no response_format json_schema (set `response_format = \"json_object\"` under [captioner]), "
+            } else {
+                ""
+            },
             if section.vision {
                 "the model has no vision (set `vision = false` under [captioner]), "
             } else {

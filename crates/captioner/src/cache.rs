@@ -24,6 +24,7 @@ pub(crate) struct KeyParts<'a> {
     pub vision: bool,
     pub schema: &'a Value,
     pub strict: bool,
+    pub response_format: crate::ResponseFormat,
     pub temperature: f32,
     pub seed: Option<u64>,
     pub extra_body: &'a serde_json::Map<String, Value>,
@@ -47,7 +48,7 @@ impl ResponseCache {
             _ => Value::Null,
         };
         // serde_json's map is ordered by key, so the text is canonical.
-        let material = json!({
+        let mut material = json!({
             "v": 1,
             "model": parts.model,
             "system": request.prompt.system,
@@ -61,6 +62,16 @@ impl ResponseCache {
             "seed": parts.seed,
             "extra_body": parts.extra_body,
         });
+        // Another format changes the messages sent, so the answer; json_schema adds nothing, so
+        // caches written before this setting existed stay valid.
+        if parts.response_format != crate::ResponseFormat::JsonSchema
+            && let Some(map) = material.as_object_mut()
+        {
+            map.insert(
+                "response_format".to_string(),
+                Value::String(parts.response_format.as_str().to_string()),
+            );
+        }
         blake3::hash(material.to_string().as_bytes())
             .to_hex()
             .to_string()
@@ -87,6 +98,9 @@ impl ResponseCache {
             },
             latency_ms: 0,
             finish_reason: entry["finish_reason"].as_str()?.to_string(),
+            cached_prompt_tokens: 0,
+            // Nothing is paid for a cached answer; the usage stays for the row's provenance.
+            from_cache: true,
         })
     }
 

@@ -15,11 +15,18 @@ mod cache;
 mod limiter;
 mod offline;
 mod openai;
+mod pricing;
+mod ratelimit;
 
 pub use cache::ResponseCache;
 pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Signal};
 pub use offline::OfflineCaptioner;
-pub use openai::{EndpointConfig, OpenAiCaptioner};
+pub use openai::{
+    EndpointConfig, OpenAiCaptioner, ResponseFormat, chat_request_body, parse_chat_completion,
+    system_with_schema,
+};
+pub use pricing::{Price, PriceTable, Spend};
+pub use ratelimit::{RateGate, RateLimitConfig, RateLimitState, parse_reset};
 
 /// Who answers: recorded in provenance and used in cache keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +52,21 @@ pub struct CaptionRequest {
     pub image: Option<Arc<Vec<u8>>>,
     /// MIME type of `image` (e.g. `image/jpeg`).
     pub image_mime: &'static str,
+    /// Set when this call re-asks after the validator rejected an answer. `prompt.user` then
+    /// already ends with the repair request (rendered from `prompts/repair.j2`), so HTTP
+    /// captioners send it as is and their cache keys differ from the first ask's.
+    pub repair: Option<RepairTurn>,
+}
+
+/// A re-ask after a rejected answer: what was answered and why it was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairTurn {
+    /// 1 for the first re-ask, 2 for the second, ...
+    pub attempt: u32,
+    /// The raw answer the validator rejected.
+    pub previous_answer: String,
+    /// The validator's messages, one per reason (`code: detail`).
+    pub messages: Vec<String>,
 }
 
 /// A successful answer: raw text still to be validated.
@@ -58,6 +80,10 @@ pub struct CaptionReply {
     pub latency_ms: u32,
     /// `stop` normally.
     pub finish_reason: String,
+    /// Prompt tokens the provider served from its prompt cache (billed at the cached price).
+    pub cached_prompt_tokens: u32,
+    /// True when the answer came from the response cache: nothing was paid for it this time.
+    pub from_cache: bool,
 }
 
 /// Why a caption call failed, classified by what the pipeline should do next.

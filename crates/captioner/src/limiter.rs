@@ -3,10 +3,10 @@
 //! The limit starts small and doubles every round trip (slow start, +1 per success) while the
 //! endpoint's latency holds; once latency rises above its baseline the server has started to
 //! queue, so the limit then grows only ~1/16 per round trip and shrinks by 10% (at most once per
-//! round trip) when smoothed latency passes 1.5x the baseline. 429, 503, timeouts and
-//! connection resets cut it by 30%. Holding the limit where latency is 1.1-1.5x the baseline keeps
-//! every server slot busy with a short queue: full throughput, no overload. It never exceeds the
-//! configured maximum nor drops below 1.
+//! round trip) when smoothed latency passes 1.5x the baseline, but latency alone never takes it
+//! below the starting limit. 429, 503, timeouts and connection resets cut it by 30%. Holding the
+//! limit where latency is 1.1-1.5x the baseline keeps every server slot busy with a short queue:
+//! full throughput, no overload. It never exceeds the configured maximum nor drops below 1.
 //!
 //! The limit is enforced by a semaphore that is resized in place: growth adds permits, shrinking
 //! takes idle permits away at once and retires busy ones as their requests finish.
@@ -204,7 +204,12 @@ impl Limiter {
                         .last_decrease
                         .is_none_or(|t| now.duration_since(t) >= round_trip)
                     {
-                        state.limit *= 0.9;
+                        // Latency alone never takes the limit below where it started: a server
+                        // whose slots share the same cores (llama.cpp on a CPU) answers each
+                        // request slower with more in flight yet gains throughput; only the
+                        // server's refusals, timeouts and resets (above) cut below it.
+                        let floor = self.config.initial.clamp(1, self.config.max) as f64;
+                        state.limit = (state.limit * 0.9).max(floor.min(state.limit));
                         state.last_decrease = Some(now);
                     }
                 } else if state.slow_start && ratio <= QUEUEING {
@@ -286,6 +291,23 @@ mod tests {
             max,
             adaptive: true,
         })
+    }
+
+    #[test]
+    fn latency_alone_never_cuts_below_the_starting_limit() {
+        let limiter = limiter(4, 10);
+        limiter.record(Signal::Answered(Duration::from_millis(50)));
+        assert_eq!(limiter.stats().limit, 5);
+        // Latency triples (slots sharing cores): the limit shrinks back, but not below 4.
+        for _ in 0..200 {
+            limiter.record(Signal::Answered(Duration::from_millis(150)));
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        assert_eq!(limiter.stats().limit, 4);
+        // A refusal still cuts below it (a round trip after the last cut).
+        std::thread::sleep(Duration::from_millis(300));
+        limiter.record(Signal::Overloaded);
+        assert!(limiter.stats().limit < 4);
     }
 
     #[tokio::test]

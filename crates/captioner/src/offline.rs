@@ -16,6 +16,7 @@ use retina_records::{
     CaptionAnswer, Centring, DiscSide, Glaucoma, ImageFacts, Labels, Laterality, LesionExtent,
     LesionFinding, LesionLocation, LesionType, Measured, QualityGrade, Record, Usage,
 };
+use retina_validate::{Style, TokenizerKind};
 
 /// Bounds from `schemas/caption.schema.json` (a test checks they match the file).
 pub(crate) mod bounds {
@@ -37,16 +38,64 @@ pub(crate) const CAPTION_WORDS: std::ops::RangeInclusive<usize> = 85..=190;
 /// Measurements below this confidence are not quoted.
 const MIN_CONFIDENCE: f32 = 0.4;
 
+/// A caption style's budget as the offline captioner fits it.
+#[derive(Debug, Clone, PartialEq)]
+struct Budget {
+    name: String,
+    tokenizer: TokenizerKind,
+    max_tokens: usize,
+    min_words: usize,
+}
+
+impl Budget {
+    fn of(style: &Style) -> Budget {
+        Budget {
+            name: style.name().to_string(),
+            tokenizer: style.tokenizer(),
+            max_tokens: style.max_tokens(),
+            min_words: style.min_words(),
+        }
+    }
+
+    fn fits(&self, text: &str) -> bool {
+        self.tokenizer.count(text) <= self.max_tokens
+    }
+}
+
 /// The embedded captioner used when no endpoint is configured.
 #[derive(Debug, Clone)]
 pub struct OfflineCaptioner {
     seed: u64,
+    /// The `detailed` style's budget, when styles were given.
+    detailed: Option<Budget>,
+    /// Every other style asked for, written into `caption_variants`.
+    variants: Vec<Budget>,
 }
 
 impl OfflineCaptioner {
     /// A captioner whose output is a pure function of `seed`, the item id, labels and facts.
+    /// It writes the detailed caption only; see [`OfflineCaptioner::with_styles`].
     pub fn new(seed: u64) -> Self {
-        OfflineCaptioner { seed }
+        OfflineCaptioner {
+            seed,
+            detailed: None,
+            variants: Vec::new(),
+        }
+    }
+
+    /// Writes every style in `styles`: `detailed` (the caption) fitted to its token budget, and
+    /// every other style into `caption_variants`, fitted to its budget and minimum length.
+    pub fn with_styles(mut self, styles: &[Style]) -> Self {
+        self.detailed = styles
+            .iter()
+            .find(|s| s.name() == "detailed")
+            .map(Budget::of);
+        self.variants = styles
+            .iter()
+            .filter(|s| s.name() != "detailed")
+            .map(Budget::of)
+            .collect();
+        self
     }
 
     /// Writes the structured answer for one item.
@@ -56,13 +105,65 @@ impl OfflineCaptioner {
         let mut rng = ChaCha8Rng::seed_from_u64(mixed);
         let truth = Truth::from_record(record);
         let metrics = Metrics::from_facts(facts);
-        Writer {
+        let mut answer = Writer {
             rng: &mut rng,
             truth: &truth,
             metrics: &metrics,
+            detailed: self.detailed.as_ref(),
         }
-        .write()
+        .write();
+        for budget in &self.variants {
+            let text = short_caption(&truth, &answer, budget);
+            answer.caption_variants.insert(budget.name.clone(), text);
+        }
+        answer
     }
+}
+
+/// A short caption from the answer's own grounded statements (eye, impression, lesion list),
+/// most important first, keeping each only while the style's token budget holds.
+fn short_caption(truth: &Truth, answer: &CaptionAnswer, budget: &Budget) -> String {
+    let eye = truth.eye;
+    let mut sentences = vec![format!("Colour fundus photograph of the {eye}.")];
+    let impression = answer.impression.trim();
+    if !impression.is_empty() {
+        sentences.push(impression.to_string());
+    }
+    if !answer.lesions.is_empty() {
+        let phrases: Vec<String> = answer
+            .lesions
+            .iter()
+            .take(3)
+            .map(|l| lesion_phrase(l, false))
+            .collect();
+        sentences.push(format!("Lesions: {}.", join_list(&phrases)));
+    }
+    let filler = [
+        "The optic disc, the retinal vessels and the macula are visible.",
+        "The photograph shows the posterior pole inside a circular field.",
+        "The major vascular arcades curve above and below the macula.",
+    ];
+    let mut out = String::new();
+    for sentence in sentences {
+        let candidate = if out.is_empty() {
+            sentence
+        } else {
+            format!("{out} {sentence}")
+        };
+        if budget.fits(&candidate) {
+            out = candidate;
+        }
+    }
+    for extra in filler {
+        if word_count(&out) >= budget.min_words.max(12) {
+            break;
+        }
+        let candidate = format!("{out} {extra}");
+        if budget.fits(&candidate) {
+            out = candidate;
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -90,6 +191,8 @@ impl Captioner for OfflineCaptioner {
             raw,
             latency_ms: 0,
             finish_reason: "stop".to_string(),
+            cached_prompt_tokens: 0,
+            from_cache: false,
         })
     }
 }
@@ -243,6 +346,8 @@ struct Writer<'a> {
     rng: &'a mut ChaCha8Rng,
     truth: &'a Truth,
     metrics: &'a Metrics,
+    /// The detailed caption's token budget, when styles were given.
+    detailed: Option<&'a Budget>,
 }
 
 impl Writer<'_> {
@@ -332,7 +437,9 @@ impl Writer<'_> {
             caption_parts.extend(group);
         }
         let padding = self.padding();
-        let caption = fit_caption(caption_parts, padding);
+        let budget = self.detailed;
+        let fits = |text: &str| budget.is_none_or(|b| b.fits(text));
+        let caption = fit_caption(caption_parts, padding, &fits);
 
         CaptionAnswer {
             optic_disc: answer_sections.0,
@@ -344,6 +451,7 @@ impl Writer<'_> {
             quality: answer_sections.5,
             impression: answer_sections.6,
             caption,
+            caption_variants: Default::default(),
         }
     }
 
@@ -483,10 +591,11 @@ impl Writer<'_> {
             };
             add(0, T::Tessellation, loc, ext);
             add(1, T::PeripapillaryAtrophy, L::Peripapillary, E::Single);
+            // META-PM 2-4 is atrophy: required by the rule myopia_atrophy, so never cut.
             match self.truth.myopia {
-                2 => add(1, T::ChorioretinalAtrophy, L::PosteriorPole, E::Extensive),
-                3 => add(1, T::ChorioretinalAtrophy, L::PosteriorPole, E::Several),
-                4 => add(1, T::ChorioretinalAtrophy, L::Macula, E::Extensive),
+                2 => add(0, T::ChorioretinalAtrophy, L::PosteriorPole, E::Extensive),
+                3 => add(0, T::ChorioretinalAtrophy, L::PosteriorPole, E::Several),
+                4 => add(0, T::ChorioretinalAtrophy, L::Macula, E::Extensive),
                 _ => {}
             }
         }
@@ -1235,7 +1344,11 @@ fn bound(text: &str, max: usize) -> String {
 /// Joins the caption sentences, dropping droppable ones (highest priority number first, later
 /// ones first) while over the word budget, then using short forms, and adding padding while
 /// under it; the result always meets the schema bounds.
-fn fit_caption(mut parts: Vec<Sentence>, padding: Vec<String>) -> String {
+fn fit_caption(
+    mut parts: Vec<Sentence>,
+    padding: Vec<String>,
+    fits: &dyn Fn(&str) -> bool,
+) -> String {
     let words = |parts: &[Sentence]| parts.iter().map(|p| word_count(&p.text)).sum::<usize>();
     let chars = |parts: &[Sentence]| {
         parts
@@ -1244,7 +1357,9 @@ fn fit_caption(mut parts: Vec<Sentence>, padding: Vec<String>) -> String {
             .sum::<usize>()
     };
     let over = |parts: &[Sentence]| {
-        words(parts) > *CAPTION_WORDS.end() || chars(parts) > bounds::CAPTION_MAX
+        words(parts) > *CAPTION_WORDS.end()
+            || chars(parts) > bounds::CAPTION_MAX
+            || !fits(&join(parts))
     };
     while over(&parts) {
         let victim = parts
@@ -1265,6 +1380,16 @@ fn fit_caption(mut parts: Vec<Sentence>, padding: Vec<String>) -> String {
             }
         }
     }
+    // The heaviest labels can leave even the essential sentences over the token budget: drop
+    // the longest sentence between the modality and the impression until it fits (the sections
+    // keep the full text; rules that require words read the sections, not the caption).
+    while !fits(&join(&parts)) && parts.len() > 2 {
+        let last = parts.len() - 1;
+        let Some(index) = (1..last).max_by_key(|&i| parts[i].text.len()) else {
+            break;
+        };
+        parts.remove(index);
+    }
     // Padding goes right after the modality sentence so the section order is kept.
     let mut insert_at = 1.min(parts.len());
     for extra in padding {
@@ -1275,6 +1400,10 @@ fn fit_caption(mut parts: Vec<Sentence>, padding: Vec<String>) -> String {
             continue;
         }
         parts.insert(insert_at, droppable(6, extra));
+        if !fits(&join(&parts)) {
+            parts.remove(insert_at);
+            continue;
+        }
         insert_at += 1;
     }
     let caption = join(&parts);

@@ -8,6 +8,7 @@
 
 use crate::cache::{KeyParts, ResponseCache};
 use crate::limiter::{Limiter, LimiterConfig, LimiterStats, Signal};
+use crate::ratelimit::{RateGate, RateLimitConfig, RateLimitState};
 use crate::{
     CaptionError, CaptionReply, CaptionRequest, Captioner, CaptionerInfo, estimate_tokens,
     strip_json_fence,
@@ -28,6 +29,53 @@ const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
 /// Upper bound of `max_tokens` when retrying a truncated answer.
 const MAX_TOKENS_CEILING: u32 = 16_384;
 
+/// How the answer's shape is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseFormat {
+    /// `response_format: {type: json_schema, strict}`: the server constrains decoding to the schema.
+    #[default]
+    JsonSchema,
+    /// `response_format: {type: json_object}` for endpoints that take only that; the schema goes
+    /// into the system message instead.
+    JsonObject,
+    /// No `response_format` at all; the schema goes into the system message.
+    None,
+}
+
+impl ResponseFormat {
+    /// The configuration spelling: `json_schema`, `json_object` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFormat::JsonSchema => "json_schema",
+            ResponseFormat::JsonObject => "json_object",
+            ResponseFormat::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for ResponseFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "json_schema" => Ok(ResponseFormat::JsonSchema),
+            "json_object" => Ok(ResponseFormat::JsonObject),
+            "none" => Ok(ResponseFormat::None),
+            other => Err(format!(
+                "response format {other:?} is not one of json_schema, json_object, none"
+            )),
+        }
+    }
+}
+
+/// The system message when the schema cannot travel in `response_format`: the original text,
+/// then the schema the answer must follow (compact JSON, so it costs as few tokens as it can).
+pub fn system_with_schema(system: &str, schema: &Value) -> String {
+    format!(
+        "{system}\n\nAnswer with one JSON object only, no prose and no code fence. It must validate \
+         against this JSON Schema (every property required, no others):\n{schema}"
+    )
+}
+
 /// Settings of one OpenAI-compatible endpoint.
 #[derive(Clone)]
 pub struct EndpointConfig {
@@ -43,6 +91,8 @@ pub struct EndpointConfig {
     pub schema: Value,
     /// Ask for strict schema adherence (true in production).
     pub json_schema_strict: bool,
+    /// json_schema (default), or json_object / none for endpoints that refuse json_schema.
+    pub response_format: ResponseFormat,
     /// Completion token limit; doubled once when an answer is truncated.
     pub max_tokens: u32,
     /// Sampling temperature.
@@ -58,6 +108,8 @@ pub struct EndpointConfig {
     pub extra_body: serde_json::Map<String, Value>,
     /// Requests in flight: adaptive between 1 and a maximum, or fixed.
     pub concurrency: LimiterConfig,
+    /// Request and token rate limits (none by default; also learned from `x-ratelimit-*`).
+    pub rate_limits: RateLimitConfig,
     /// Where answers are cached (`<out>/cache`); `None` caches nothing.
     pub cache_dir: Option<std::path::PathBuf>,
 }
@@ -73,6 +125,7 @@ impl EndpointConfig {
             vision: true,
             schema,
             json_schema_strict: true,
+            response_format: ResponseFormat::JsonSchema,
             max_tokens: 1024,
             temperature: 0.2,
             seed: None,
@@ -80,6 +133,7 @@ impl EndpointConfig {
             max_retries: 2,
             extra_body: serde_json::Map::new(),
             concurrency: LimiterConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             cache_dir: None,
         }
     }
@@ -94,6 +148,7 @@ impl fmt::Debug for EndpointConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("vision", &self.vision)
             .field("json_schema_strict", &self.json_schema_strict)
+            .field("response_format", &self.response_format)
             .field("max_tokens", &self.max_tokens)
             .field("temperature", &self.temperature)
             .field("seed", &self.seed)
@@ -101,6 +156,7 @@ impl fmt::Debug for EndpointConfig {
             .field("max_retries", &self.max_retries)
             .field("extra_body", &self.extra_body)
             .field("concurrency", &self.concurrency)
+            .field("rate_limits", &self.rate_limits)
             .field("cache_dir", &self.cache_dir)
             .finish_non_exhaustive()
     }
@@ -116,6 +172,7 @@ pub struct OpenAiCaptioner {
     client: reqwest::Client,
     url: String,
     limiter: Arc<Limiter>,
+    gate: Arc<RateGate>,
     cache: Option<ResponseCache>,
 }
 
@@ -173,12 +230,14 @@ impl OpenAiCaptioner {
             .map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
         let url = format!("{base}/chat/completions");
         let limiter = Limiter::new(config.concurrency);
+        let gate = Arc::new(RateGate::new(config.rate_limits));
         let cache = config.cache_dir.clone().map(ResponseCache::new);
         Ok(OpenAiCaptioner {
             config,
             client,
             url,
             limiter,
+            gate,
             cache,
         })
     }
@@ -190,6 +249,7 @@ impl OpenAiCaptioner {
                 vision: self.config.vision,
                 schema: &self.config.schema,
                 strict: self.config.json_schema_strict,
+                response_format: self.config.response_format,
                 temperature: self.config.temperature,
                 seed: self.config.seed,
                 extra_body: &self.config.extra_body,
@@ -203,14 +263,26 @@ impl OpenAiCaptioner {
         self.limiter.stats()
     }
 
-    /// One attempt holding a concurrency slot; feeds the outcome back to the limiter.
+    /// The request and token rate limits in force (configured or learned from headers).
+    pub fn rate_limits(&self) -> RateLimitState {
+        self.gate.state()
+    }
+
+    /// One attempt holding a concurrency slot, within the rate limits; feeds the outcome back to
+    /// the limiter and what the headers say to the rate gate. `tokens` estimates what the request
+    /// counts against a token limit (prompt plus `max_tokens`, as providers count it).
     async fn attempt(
         &self,
         body: &Value,
+        tokens: u32,
     ) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
+        self.gate.wait(tokens).await;
         let _permit = self.limiter.acquire().await;
         let sent = Instant::now();
         let result = self.send(body).await;
+        if let Ok((_, headers, _)) = &result {
+            self.gate.observe(headers, tokens);
+        }
         let signal = match &result {
             Ok((status, _, _)) if status.is_success() => Signal::Answered(sent.elapsed()),
             Ok((status, _, text)) if matches!(status.as_u16(), 429 | 503 | 529) => {
@@ -230,45 +302,7 @@ impl OpenAiCaptioner {
 
     /// The JSON body of one request.
     fn body(&self, request: &CaptionRequest, max_tokens: u32) -> Value {
-        let user = match (&request.image, self.config.vision) {
-            (Some(image), true) => {
-                let data = base64::engine::general_purpose::STANDARD.encode(image.as_slice());
-                json!([
-                    {"type": "text", "text": request.prompt.user},
-                    {"type": "image_url", "image_url": {
-                        "url": format!("data:{};base64,{data}", request.image_mime)
-                    }}
-                ])
-            }
-            _ => Value::String(request.prompt.user.clone()),
-        };
-        let mut body = json!({
-            "model": self.config.model,
-            "messages": [
-                {"role": "system", "content": request.prompt.system},
-                {"role": "user", "content": user},
-            ],
-            "max_tokens": max_tokens,
-            "temperature": self.config.temperature,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "fundus_caption",
-                    "schema": self.config.schema,
-                    "strict": self.config.json_schema_strict,
-                }
-            }
-        });
-        if let Some(map) = body.as_object_mut() {
-            if let Some(seed) = self.config.seed {
-                map.insert("seed".to_string(), json!(seed));
-            }
-            // Extra fields never replace what the client itself decided.
-            for (key, value) in &self.config.extra_body {
-                map.entry(key.clone()).or_insert_with(|| value.clone());
-            }
-        }
-        body
+        chat_request_body(&self.config, request, max_tokens)
     }
 
     /// One HTTP exchange: the status, headers and body text, or a connection-level error.
@@ -283,6 +317,92 @@ impl OpenAiCaptioner {
         let text = response.text().await?;
         Ok((status, headers, text))
     }
+}
+
+/// The JSON body the client sends for `request` with this `max_tokens` (the Batch API's input
+/// files carry exactly this body, so a batch answer is the answer the online client would get).
+pub fn chat_request_body(
+    config: &EndpointConfig,
+    request: &CaptionRequest,
+    max_tokens: u32,
+) -> Value {
+    let user = match (&request.image, config.vision) {
+        (Some(image), true) => {
+            let data = base64::engine::general_purpose::STANDARD.encode(image.as_slice());
+            json!([
+                {"type": "text", "text": request.prompt.user},
+                {"type": "image_url", "image_url": {
+                    "url": format!("data:{};base64,{data}", request.image_mime)
+                }}
+            ])
+        }
+        _ => Value::String(request.prompt.user.clone()),
+    };
+    let system = match config.response_format {
+        ResponseFormat::JsonSchema => Value::String(request.prompt.system.clone()),
+        // Never the removed guided_* parameters: the schema travels in the prompt.
+        ResponseFormat::JsonObject | ResponseFormat::None => {
+            Value::String(system_with_schema(&request.prompt.system, &config.schema))
+        }
+    };
+    let mut body = json!({
+        "model": config.model,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ],
+        "max_tokens": max_tokens,
+        "temperature": config.temperature,
+    });
+    if let Some(map) = body.as_object_mut() {
+        match config.response_format {
+            ResponseFormat::JsonSchema => {
+                map.insert(
+                    "response_format".to_string(),
+                    json!({
+                        "type": "json_schema",
+                        "json_schema": {
+                            "name": "fundus_caption",
+                            "schema": config.schema,
+                            "strict": config.json_schema_strict,
+                        }
+                    }),
+                );
+            }
+            ResponseFormat::JsonObject => {
+                map.insert(
+                    "response_format".to_string(),
+                    json!({"type": "json_object"}),
+                );
+            }
+            ResponseFormat::None => {}
+        }
+        if let Some(seed) = config.seed {
+            map.insert("seed".to_string(), json!(seed));
+        }
+        // Extra fields never replace what the client itself decided.
+        for (key, value) in &config.extra_body {
+            map.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    body
+}
+
+/// Reads a chat completion body (as the endpoint or a Batch API output line carries it) the way
+/// the online client does: refusal, `content_filter` and `length` become [`CaptionError::Rejected`]
+/// (a batch cannot re-ask with more room), a body that is not a completion is `Transient`.
+pub fn parse_chat_completion(
+    text: &str,
+    request: &CaptionRequest,
+) -> Result<CaptionReply, CaptionError> {
+    parse_success(text, request).map_err(|outcome| match outcome {
+        Outcome::Truncated(detail) => CaptionError::Rejected {
+            code: "answer.truncated".to_string(),
+            detail,
+        },
+        Outcome::Retry(message) => CaptionError::Transient { message },
+        Outcome::Error(err) => err,
+    })
 }
 
 #[async_trait::async_trait]
@@ -312,9 +432,12 @@ impl Captioner for OpenAiCaptioner {
             tracing::debug!(%item, "answer from the response cache");
             return Ok(reply);
         }
+        let prompt_tokens = estimate_tokens(&request.prompt.system)
+            .saturating_add(estimate_tokens(&request.prompt.user));
         loop {
             let body = self.body(&request, max_tokens);
-            let (delay, last_error) = match self.attempt(&body).await {
+            let tokens = prompt_tokens.saturating_add(max_tokens);
+            let (delay, last_error) = match self.attempt(&body, tokens).await {
                 Err(err) => {
                     let message = format!("request to {} failed: {}", self.url, error_chain(&err));
                     (retry_delay(retries, None, jitter()), message)
@@ -535,6 +658,13 @@ struct Message {
 struct UsageBody {
     prompt_tokens: Option<u32>,
     completion_tokens: Option<u32>,
+    /// OpenAI reports prompt-cache hits here; other servers leave it out.
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptTokensDetails {
+    cached_tokens: Option<u32>,
 }
 
 enum Outcome {
@@ -590,6 +720,12 @@ fn parse_success(text: &str, request: &CaptionRequest) -> Result<CaptionReply, O
     }
     let estimated_prompt = estimate_tokens(&request.prompt.system)
         .saturating_add(estimate_tokens(&request.prompt.user));
+    let cached_prompt_tokens = response
+        .usage
+        .as_ref()
+        .and_then(|u| u.prompt_tokens_details.as_ref())
+        .and_then(|d| d.cached_tokens)
+        .unwrap_or(0);
     let usage = match response.usage {
         Some(u) => Usage {
             prompt_tokens: u.prompt_tokens.unwrap_or(estimated_prompt),
@@ -605,6 +741,8 @@ fn parse_success(text: &str, request: &CaptionRequest) -> Result<CaptionReply, O
         usage,
         latency_ms: 0,
         finish_reason,
+        cached_prompt_tokens: cached_prompt_tokens.min(usage.prompt_tokens),
+        from_cache: false,
     })
 }
 

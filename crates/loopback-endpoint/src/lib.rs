@@ -30,6 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+mod batch;
+
 /// Largest request head and body accepted (a base64 1024 px JPEG is well under this).
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -338,6 +340,8 @@ pub struct Spec {
     pub api_key: Option<String>,
     /// Seed of latency and probabilistic faults.
     pub seed: u64,
+    /// Answer 400 to `response_format` json_schema, as servers that take only json_object do.
+    pub reject_json_schema: bool,
 }
 
 impl Default for Spec {
@@ -353,6 +357,7 @@ impl Default for Spec {
             model: "loopback-vlm".to_string(),
             api_key: None,
             seed: 0,
+            reject_json_schema: false,
         }
     }
 }
@@ -388,6 +393,12 @@ pub struct Stats {
     pub faults: AtomicU64,
     /// Requests refused for a missing or wrong API key.
     pub unauthorized: AtomicU64,
+    /// Chat requests by `response_format.type`: json_schema, json_object, and none at all.
+    pub format_json_schema: AtomicU64,
+    /// See `format_json_schema`.
+    pub format_json_object: AtomicU64,
+    /// See `format_json_schema`.
+    pub format_none: AtomicU64,
     /// Most requests ever holding a slot at once.
     pub max_active: AtomicUsize,
     active: AtomicUsize,
@@ -405,6 +416,9 @@ impl Stats {
             "faults": self.faults.load(Ordering::Relaxed),
             "unauthorized": self.unauthorized.load(Ordering::Relaxed),
             "max_active": self.max_active.load(Ordering::Relaxed),
+            "format_json_schema": self.format_json_schema.load(Ordering::Relaxed),
+            "format_json_object": self.format_json_object.load(Ordering::Relaxed),
+            "format_none": self.format_none.load(Ordering::Relaxed),
         })
     }
 }
@@ -415,6 +429,8 @@ struct Shared {
     stats: Arc<Stats>,
     rng: Mutex<ChaCha8Rng>,
     window: Mutex<(Instant, u64, u64)>,
+    /// Files and batches of the Batch API routes (`batch.rs`).
+    batch: batch::Store,
 }
 
 /// A running endpoint; dropping it stops accepting connections.
@@ -446,6 +462,7 @@ impl Endpoint {
             window: Mutex::new((Instant::now(), 0, 0)),
             spec,
             stats: stats.clone(),
+            batch: batch::Store::default(),
         });
         let task = tokio::spawn(async move {
             loop {
@@ -709,6 +726,7 @@ async fn handle(shared: &Shared, request: Request) -> Reply {
         ),
         ("GET", "/stats") => json_reply(200, shared.stats.to_json()),
         ("POST", "/v1/chat/completions") => chat(shared, &request.body).await,
+        (method, path) if batch::handles(path) => batch::handle(shared, method, path, &request.body),
         _ => json_reply(
             404,
             error_body(
@@ -740,6 +758,27 @@ async fn chat(shared: &Shared, body: &[u8]) -> Reply {
         );
     };
     let model = request["model"].as_str().unwrap_or(&spec.model).to_string();
+    match request["response_format"]["type"].as_str() {
+        Some("json_schema") => {
+            stats.format_json_schema.fetch_add(1, Ordering::Relaxed);
+            if spec.reject_json_schema {
+                return json_reply(
+                    400,
+                    error_body(
+                        "response_format type json_schema is not supported; use json_object",
+                        "invalid_request_error",
+                        Some("unsupported_response_format"),
+                    ),
+                );
+            }
+        }
+        Some(_) => {
+            stats.format_json_object.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            stats.format_none.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let prompt_tokens = (body.len() / 4) as u64;
 
     let mut headers = Vec::new();

@@ -51,6 +51,9 @@ struct Args {
     /// Seed of latency and probabilistic faults.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Answer 400 to response_format json_schema (a server that takes only json_object).
+    #[arg(long)]
+    reject_json_schema: bool,
 }
 
 fn overflow_status(text: &str) -> Result<u16, String> {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         model: args.model,
         api_key,
         seed: args.seed,
+        reject_json_schema: args.reject_json_schema,
         ..Spec::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

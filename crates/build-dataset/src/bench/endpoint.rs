@@ -191,6 +191,7 @@ fn request() -> CaptionRequest {
         },
         image: None,
         image_mime: "image/jpeg",
+        repair: None,
     }
 }
 

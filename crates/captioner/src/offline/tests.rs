@@ -492,6 +492,7 @@ fn reply_carries_json_and_estimated_usage() {
         },
         image: None,
         image_mime: "image/jpeg",
+        repair: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -705,4 +706,61 @@ fn measure_throughput() {
         records.len() as f64 / elapsed.as_secs_f64(),
         bytes / records.len()
     );
+}
+
+/// The embedded rules, the schema asking for every style they define, and a validator for it.
+fn styled() -> &'static (Vec<retina_validate::Style>, retina_validate::Validator) {
+    static STYLED: OnceLock<(Vec<retina_validate::Style>, retina_validate::Validator)> =
+        OnceLock::new();
+    STYLED.get_or_init(|| {
+        let rules = retina_validate::Rules::embedded();
+        let styles: Vec<retina_validate::Style> = rules.styles().to_vec();
+        let refs: Vec<&retina_validate::Style> = styles.iter().collect();
+        let schema = retina_validate::CaptionSchema::embedded().with_variants(&refs);
+        (
+            styles,
+            retina_validate::Validator::new(&schema, rules).unwrap(),
+        )
+    })
+}
+
+#[test]
+fn styled_answers_carry_every_style_within_its_budget() {
+    let (styles, validator) = styled();
+    let captioner = OfflineCaptioner::new(3).with_styles(styles);
+    let r = record("a/1.png", dr(2), Laterality::Left);
+    let answer = captioner.answer(&r, &full_facts());
+    let short = &answer.caption_variants["short"];
+    assert!(short.contains("left eye"), "{short}");
+    assert!(TokenizerKind::Clip.count(short) <= 77, "{short}");
+    assert!(TokenizerKind::GemmaProxy.count(&answer.caption) <= 256);
+    let raw = serde_json::to_string(&answer).unwrap();
+    let verdict = validator.validate(&raw, &r, &full_facts());
+    assert!(verdict.is_accepted(), "{:?}", verdict.reasons());
+    // Without styles the answer has no variants and keeps the plain schema.
+    assert!(
+        OfflineCaptioner::new(3)
+            .answer(&r, &full_facts())
+            .caption_variants
+            .is_empty()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn styled_answers_pass_every_rule(
+        labels in arb_labels(),
+        facts in arb_facts(),
+        seed in any::<u64>(),
+        name in "[a-z0-9_/]{1,20}",
+        side in prop_oneof![Just(Laterality::Left), Just(Laterality::Right), Just(Laterality::Unknown)],
+    ) {
+        let (styles, validator) = styled();
+        let r = record(&name, labels, side);
+        let answer = OfflineCaptioner::new(seed).with_styles(styles).answer(&r, &facts);
+        let raw = serde_json::to_string(&answer).unwrap();
+        let verdict = validator.validate(&raw, &r, &facts);
+        prop_assert!(verdict.is_accepted(), "{:?}\n{}", verdict.reasons(), raw);
+    }
 }

@@ -168,6 +168,7 @@ fn request() -> CaptionRequest {
         },
         image: Some(Arc::new(vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3])),
         image_mime: "image/jpeg",
+        repair: None,
     }
 }
 
@@ -281,6 +282,80 @@ async fn extra_body_fields_are_sent_but_never_replace_the_clients_own() {
     assert_eq!(body["top_k"], 20);
     assert_eq!(body["max_tokens"], 600);
     assert_eq!(body["model"], "qwen2.5-vl-7b");
+}
+
+#[tokio::test]
+async fn json_object_and_none_put_the_schema_in_the_system_message() {
+    for (format, expected) in [
+        (crate::ResponseFormat::JsonObject, Some("json_object")),
+        (crate::ResponseFormat::None, None),
+    ] {
+        let content = answer_json();
+        let (result, received) = run(vec![ok(completion(Some(&content), "stop"))], |c| {
+            c.response_format = format;
+        })
+        .await;
+        assert!(result.is_ok(), "{format:?}");
+        let body = &received[0].body;
+        assert_eq!(body["response_format"]["type"].as_str(), expected);
+        assert!(body["response_format"].get("json_schema").is_none());
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert!(keys.iter().all(|k| !k.starts_with("guided")), "{keys:?}");
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            system.starts_with("You describe fundus photographs."),
+            "{system}"
+        );
+        assert!(system.contains(&schema().to_string()), "{system}");
+    }
+}
+
+#[tokio::test]
+async fn cached_prompt_tokens_are_read_from_usage_details() {
+    let content = answer_json();
+    let mut body = completion(Some(&content), "stop");
+    body["usage"]["prompt_tokens_details"] = json!({"cached_tokens": 1024});
+    let (result, _) = run(vec![ok(body)], |_| {}).await;
+    let reply = result.unwrap();
+    assert_eq!(reply.cached_prompt_tokens, 1024);
+    assert!(!reply.from_cache);
+}
+
+#[tokio::test]
+async fn cache_hits_are_marked_free_and_another_response_format_misses() {
+    let content = answer_json();
+    let dir = tempfile_dir();
+    let (base, log) = serve(vec![
+        ok(completion(Some(&content), "stop")),
+        ok(completion(Some(&content), "stop")),
+    ])
+    .await;
+    let mut cfg = config(&base);
+    cfg.cache_dir = Some(dir.clone());
+    let captioner = OpenAiCaptioner::new(cfg.clone()).unwrap();
+    assert!(!captioner.caption(request()).await.unwrap().from_cache);
+    let again = captioner.caption(request()).await.unwrap();
+    assert!(again.from_cache);
+    assert_eq!(
+        again.usage.prompt_tokens, 1234,
+        "provenance keeps the usage"
+    );
+    assert_eq!(log.lock().unwrap().len(), 1);
+    cfg.response_format = crate::ResponseFormat::JsonObject;
+    let other = OpenAiCaptioner::new(cfg).unwrap();
+    assert!(!other.caption(request()).await.unwrap().from_cache);
+    assert_eq!(log.lock().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "retina-captioner-cache-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 #[tokio::test]
