@@ -25,10 +25,12 @@ const DEFAULT_SEED: u64 = 0x5eed_c0de;
 
 /// 768-pixel JPEGs (about 90 KB) in 1 MB shards: a shard commit every 12-15 items, so kills land
 /// before, during and after shard commits. No response cache, so every restart calls the endpoint
-/// again and takes long enough to be killed again.
+/// again and takes long enough to be killed again. No repair re-asks, so the endpoint's
+/// schema-violating answers end rejected and rejects shards are written too.
 const CONFIG: &str = "[image]\nsize = 768\n\n[captioner]\ncache = false\nconcurrency = 4\n\
     initial_concurrency = 4\nadaptive_concurrency = false\ntimeout_secs = 10\n\n\
-    [output]\nshard_megabytes = 1\nrow_group_megabytes = 1\n";
+    [output]\nshard_megabytes = 1\nrow_group_megabytes = 1\n\n\
+    [prompt]\nrepair_attempts = 0\n";
 
 /// SplitMix64: a seeded sequence of kill delays without a dependency.
 struct SplitMix(u64);
