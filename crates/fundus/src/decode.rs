@@ -9,7 +9,36 @@ use std::io::Cursor;
 const MAX_BYTES_PER_PIXEL: u64 = 8;
 
 /// Decodes `bytes` to RGB8, refusing frames over `max_pixels` before any pixel is allocated.
+#[cfg(test)]
 pub(crate) fn decode_rgb8(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PrepareError> {
+    decode(bytes, max_pixels, None).map(|d| d.rgb)
+}
+
+/// A decoded frame, possibly at reduced scale.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// The pixels, EXIF orientation applied.
+    pub rgb: RgbImage,
+    /// Width and height of the full-size frame as displayed (orientation applied).
+    pub original: (u32, u32),
+}
+
+impl Decoded {
+    /// Whether the frame was decoded below full size.
+    pub fn is_reduced(&self) -> bool {
+        self.rgb.dimensions() != self.original
+    }
+}
+
+/// Decodes `bytes`; with `min_short_side`, a JPEG may come out at 1/2, 1/4 or 1/8 scale (the
+/// largest reduction whose shorter side still holds `min_short_side` pixels), decoded in the
+/// DCT domain by libjpeg-turbo when the `turbojpeg` feature is on. Anything libjpeg-turbo
+/// refuses (CMYK, corrupt data) falls back to the full-size path, whose errors are the rejects.
+pub(crate) fn decode(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_short_side: Option<u32>,
+) -> Result<Decoded, PrepareError> {
     if bytes.is_empty() {
         return Err(PrepareError::Empty);
     }
@@ -48,6 +77,29 @@ pub(crate) fn decode_rgb8(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Pre
     // Camera JPEGs may carry an EXIF rotation; the disc side (a laterality hint) needs the
     // image as displayed. A broken orientation tag is not worth rejecting the image for.
     let orientation = decoder.orientation().ok();
+    let displayed = |(w, h): (u32, u32)| {
+        use image::metadata::Orientation as O;
+        match orientation {
+            Some(O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH) => (h, w),
+            _ => (w, h),
+        }
+    };
+    #[cfg(feature = "turbojpeg")]
+    if format == ImageFormat::Jpeg
+        && let Some(min_side) = min_short_side
+        && let Some(rgb) = turbo::decode_scaled(bytes, width, height, min_side)
+    {
+        let mut image = DynamicImage::ImageRgb8(rgb);
+        if let Some(o) = orientation {
+            image.apply_orientation(o);
+        }
+        return Ok(Decoded {
+            rgb: image.into_rgb8(),
+            original: displayed((width, height)),
+        });
+    }
+    #[cfg(not(feature = "turbojpeg"))]
+    let _ = min_short_side;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| match e {
         ImageError::Limits(_) => PrepareError::TooLarge {
             width,
@@ -59,7 +111,70 @@ pub(crate) fn decode_rgb8(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Pre
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
-    Ok(to_rgb8(image))
+    Ok(Decoded {
+        rgb: to_rgb8(image),
+        original: displayed((width, height)),
+    })
+}
+
+/// Denominator of the reduced-scale decode: the largest of 1, 2, 4, 8 that keeps the shorter
+/// side at `min_short_side` pixels or more.
+#[cfg_attr(not(feature = "turbojpeg"), allow(dead_code))]
+pub(crate) fn scale_denominator(width: u32, height: u32, min_short_side: u32) -> u32 {
+    let short = width.min(height);
+    [8u32, 4, 2]
+        .into_iter()
+        .find(|d| short.div_ceil(*d) >= min_short_side)
+        .unwrap_or(1)
+}
+
+#[cfg(feature = "turbojpeg")]
+mod turbo {
+    use super::scale_denominator;
+    use image::RgbImage;
+
+    /// libjpeg-turbo's decode at 1/`d` scale (`d` from [`scale_denominator`]), RGB8; `None`
+    /// when there is nothing to gain (`d` = 1), libjpeg-turbo refuses the file or it reports a
+    /// frame size other than the one the image crate read.
+    pub(super) fn decode_scaled(
+        bytes: &[u8],
+        width: u32,
+        height: u32,
+        min_short_side: u32,
+    ) -> Option<RgbImage> {
+        let d = scale_denominator(width, height, min_short_side);
+        if d == 1 {
+            return None;
+        }
+        let mut decompressor = turbojpeg::Decompressor::new().ok()?;
+        let header = decompressor.read_header(bytes).ok()?;
+        // CMYK/YCCK need the image crate's inversion handling; a size mismatch means the two
+        // parsers disagree about the file, so let the stricter path decide.
+        if matches!(
+            header.colorspace,
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+        ) || (header.width, header.height) != (width as usize, height as usize)
+        {
+            return None;
+        }
+        // libjpeg-turbo picks the scaling factor whose output fits the requested size:
+        // ceil(w / d) x ceil(h / d) selects exactly 1/d.
+        let (sw, sh) = (
+            header.width.div_ceil(d as usize),
+            header.height.div_ceil(d as usize),
+        );
+        let mut pixels = vec![0u8; 3 * sw * sh];
+        let image = turbojpeg::Image {
+            pixels: pixels.as_mut_slice(),
+            width: sw,
+            pitch: 3 * sw,
+            height: sh,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        // Warnings (corrupt data) are errors here: the fallback path then rejects the file.
+        decompressor.decompress(bytes, image).ok()?;
+        RgbImage::from_raw(sw as u32, sh as u32, pixels)
+    }
 }
 
 /// RGB8 of any colour type; transparent pixels are composited over black, so a cut-out on a

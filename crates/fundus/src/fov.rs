@@ -38,11 +38,14 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
     }
     let raw = Plane::from_rgb(rgb, w, h, |r, g, b| r.max(g).max(b));
     let smooth = raw.box_mean(1);
-    let mut sorted: Vec<f32> = smooth.data.clone();
-    sorted.sort_unstable_by(f32::total_cmp);
-    let pct = |p: f32| {
-        let i = ((sorted.len() as f32 - 1.0) * p).round() as usize;
-        sorted.get(i).copied().unwrap_or(0.0)
+    // Two order statistics by selection (linear time), not a full sort of the frame.
+    let mut scratch: Vec<f32> = smooth.data.clone();
+    let mut pct = |p: f32| {
+        let i = ((scratch.len() as f32 - 1.0) * p).round() as usize;
+        if i >= scratch.len() {
+            return 0.0;
+        }
+        *scratch.select_nth_unstable_by(i, f32::total_cmp).1
     };
     let (low, high) = (pct(0.02), pct(0.90));
     if high < MIN_FIELD_LEVEL {

@@ -18,6 +18,7 @@ pub mod dedup;
 mod fov;
 mod measure;
 mod plane;
+mod tortuosity;
 
 #[cfg(test)]
 mod testimg;
@@ -254,14 +255,22 @@ const FOV_WORK_SIZE: u32 = 512;
 /// encode. Never panics on any input.
 pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, PrepareError> {
     config.validate()?;
-    // Third-party decoders see untrusted bytes; a bug there must reject one image, not end a run.
-    let rgb = std::panic::catch_unwind(|| decode::decode_rgb8(bytes, config.max_pixels))
-        .map_err(|_| PrepareError::Decode("decoder panicked on this input".into()))??;
-    let (ow, oh) = rgb.dimensions();
+    // A JPEG may be decoded at reduced scale (turbojpeg feature) while its shorter side keeps
+    // target_size pixels; the field is usually about as wide as that side.
+    let mut decoded = decode_guarded(bytes, config.max_pixels, Some(config.target_size))?;
+    let (ow, oh) = decoded.original;
     let mut resizer = fr::Resizer::new();
 
     // 1. Field of view, found on a small copy.
-    let field = locate_field(&rgb, &mut resizer)?;
+    let mut field = locate_field(&decoded.rgb, &mut resizer)?;
+    // A field much narrower than the frame would be upsampled from the reduced decode: decode
+    // again at full size rather than lose detail.
+    if decoded.is_reduced() && 2.0 * field.r * (1.0 + config.margin) < config.target_size as f32 {
+        decoded = decode_guarded(bytes, config.max_pixels, None)?;
+        field = locate_field(&decoded.rgb, &mut resizer)?;
+    }
+    let rgb = decoded.rgb;
+    let (ow_dec, oh_dec) = rgb.dimensions();
     let fov_fraction = field.fov_fraction;
     // Continuous coordinates (pixel i spans [i, i+1)) of the field centre in the original.
     let ccx = field.cx + 0.5;
@@ -274,15 +283,15 @@ pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, Pr
     let (box_left, box_top) = (ccx - half, ccy - half);
     let scale = target as f32 / (2.0 * half);
     let to_dst = |v: f32| (v * scale).round().clamp(0.0, target as f32) as u32;
-    let (dl, dr) = (to_dst(-box_left), to_dst(ow as f32 - box_left));
-    let (dt, db) = (to_dst(-box_top), to_dst(oh as f32 - box_top));
+    let (dl, dr) = (to_dst(-box_left), to_dst(ow_dec as f32 - box_left));
+    let (dt, db) = (to_dst(-box_top), to_dst(oh_dec as f32 - box_top));
     if dr <= dl || db <= dt {
         return Err(PrepareError::NoFieldOfView);
     }
-    let src_l = f64::from(box_left + dl as f32 / scale).clamp(0.0, f64::from(ow));
-    let src_t = f64::from(box_top + dt as f32 / scale).clamp(0.0, f64::from(oh));
-    let src_w = f64::from((dr - dl) as f32 / scale).min(f64::from(ow) - src_l);
-    let src_h = f64::from((db - dt) as f32 / scale).min(f64::from(oh) - src_t);
+    let src_l = f64::from(box_left + dl as f32 / scale).clamp(0.0, f64::from(ow_dec));
+    let src_t = f64::from(box_top + dt as f32 / scale).clamp(0.0, f64::from(oh_dec));
+    let src_w = f64::from((dr - dl) as f32 / scale).min(f64::from(ow_dec) - src_l);
+    let src_h = f64::from((db - dt) as f32 / scale).min(f64::from(oh_dec) - src_t);
     if !(src_w > 0.0 && src_h > 0.0) {
         return Err(PrepareError::NoFieldOfView);
     }
@@ -352,7 +361,7 @@ pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, Pr
             disc: m.disc,
             centring: m.centring,
             vessel_density: m.vessel_density,
-            tortuosity: None,
+            tortuosity: m.tortuosity,
             fractal_dimension: m.fractal_dimension,
             cup_to_disc_ratio: m.cup_to_disc_ratio,
             bright_lesion_candidates: m.bright_lesion_candidates,
@@ -360,6 +369,17 @@ pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, Pr
             perceptual_hash: m.perceptual_hash,
         },
     })
+}
+
+/// [`decode::decode`] behind `catch_unwind`: third-party decoders see untrusted bytes, and a bug
+/// there must reject one image, not end a run.
+fn decode_guarded(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_short_side: Option<u32>,
+) -> Result<decode::Decoded, PrepareError> {
+    std::panic::catch_unwind(|| decode::decode(bytes, max_pixels, min_short_side))
+        .map_err(|_| PrepareError::Decode("decoder panicked on this input".into()))?
 }
 
 /// The field of view in original pixels (pixel centres at integers).
@@ -429,10 +449,50 @@ fn encode(rgb: &[u8], side: u32, config: &PrepareConfig) -> Result<Vec<u8>, Prep
     }
 }
 
-/// Encodes packed RGB8 pixels as a baseline JPEG, 4:2:0, with the stage's encoder
-/// (`jpeg-encoder` with its AVX2 path; about 4x faster than the image crate's encoder and
-/// within a few tenths of libjpeg-turbo, see docs/measurements.md). Public for benchmarks.
+/// Encodes packed RGB8 pixels as a baseline JPEG, 4:2:0, with the stage's encoder: libjpeg-turbo
+/// when the `turbojpeg` feature is on (the fastest measured, see docs/measurements.md), else
+/// [`encode_jpeg_pure_rust`]. Public for benchmarks.
 pub fn encode_jpeg(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, PrepareError> {
+    #[cfg(feature = "turbojpeg")]
+    {
+        check_rgb_len(rgb, width, height)?;
+        let image = turbojpeg::Image {
+            pixels: rgb,
+            width: width as usize,
+            pitch: 3 * width as usize,
+            height: height as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let mut compressor =
+            turbojpeg::Compressor::new().map_err(|e| PrepareError::Encode(e.to_string()))?;
+        compressor.set_quality(i32::from(quality.clamp(1, 100)));
+        compressor.set_subsamp(turbojpeg::Subsamp::Sub2x2);
+        compressor
+            .compress_to_vec(image)
+            .map_err(|e| PrepareError::Encode(e.to_string()))
+    }
+    #[cfg(not(feature = "turbojpeg"))]
+    encode_jpeg_pure_rust(rgb, width, height, quality)
+}
+
+fn check_rgb_len(rgb: &[u8], width: u32, height: u32) -> Result<(), PrepareError> {
+    if rgb.len() != width as usize * height as usize * 3 {
+        return Err(PrepareError::Encode(format!(
+            "{} bytes is not {width}x{height} RGB",
+            rgb.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Baseline JPEG, 4:2:0, with the pure-Rust `jpeg-encoder` crate and its AVX2 path (about 2.3x
+/// faster than the image crate's encoder; no system library). Public for benchmarks.
+pub fn encode_jpeg_pure_rust(
     rgb: &[u8],
     width: u32,
     height: u32,
@@ -443,12 +503,7 @@ pub fn encode_jpeg(
         u16::try_from(width).map_err(|_| too_big())?,
         u16::try_from(height).map_err(|_| too_big())?,
     );
-    if rgb.len() != width as usize * height as usize * 3 {
-        return Err(PrepareError::Encode(format!(
-            "{} bytes is not {width}x{height} RGB",
-            rgb.len()
-        )));
-    }
+    check_rgb_len(rgb, width, height)?;
     let mut out = Vec::with_capacity(rgb.len() / 8);
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
@@ -458,13 +513,16 @@ pub fn encode_jpeg(
     Ok(out)
 }
 
+/// Whether this build decodes JPEGs at reduced scale and encodes with libjpeg-turbo (the
+/// `turbojpeg` cargo feature).
+pub const USES_LIBJPEG_TURBO: bool = cfg!(feature = "turbojpeg");
+
 /// The codec-only path with the stage's own decoder, resizer and encoder: decode, resize the
 /// central square to `target_size` (Catmull-Rom), encode. No field of view, no measurements, no
 /// hash. The benchmarks compare [`prepare`] with it to show what the stage's own work costs.
 pub fn codec_only(bytes: &[u8], config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {
     config.validate()?;
-    let rgb = std::panic::catch_unwind(|| decode::decode_rgb8(bytes, config.max_pixels))
-        .map_err(|_| PrepareError::Decode("decoder panicked on this input".into()))??;
+    let rgb = decode_guarded(bytes, config.max_pixels, Some(config.target_size))?.rgb;
     let (w, h) = rgb.dimensions();
     let side = w.min(h);
     let target = config.target_size;

@@ -1,8 +1,8 @@
 //! A single-channel `f32` image and the few filters the measurements need.
 //!
 //! Everything here works on buffers this crate allocated itself, with sizes checked at
-//! construction, so row/column arithmetic stays in bounds; access still goes through
-//! `get`/`chunks` so a logic error cannot become a panic.
+//! construction, so row/column arithmetic stays in bounds; access goes through `get`/`chunks`,
+//! except in hot loops that index only buffers sized a few lines above in the same function.
 
 /// A single-channel image, row-major, `w * h` values.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,50 +58,68 @@ impl Plane {
     /// neighbour get `fallback`.
     pub fn masked_box_mean(&self, mask: &[bool], r: usize, fallback: f32) -> Plane {
         let (w, h) = (self.w, self.h);
-        // Summed-area tables of value and count; f64 keeps 512x512x255 sums exact enough.
-        let stride = w + 1;
-        let mut sum = vec![0.0f64; stride * (h + 1)];
-        let mut cnt = vec![0u32; stride * (h + 1)];
-        for y in 0..h {
-            let mut row_sum = 0.0f64;
-            let mut row_cnt = 0u32;
+        if w == 0 || h == 0 {
+            return Plane::filled(w, h, fallback);
+        }
+        // Separable: windowed sums along each row (from a row prefix sum), then a running sum
+        // of those rows down the columns, in row order so memory is read in sequence. f64 keeps
+        // the add-then-subtract running sums exact enough.
+        let mut row_sum = vec![0.0f64; w * h];
+        let mut row_cnt = vec![0.0f64; w * h];
+        let mut prefix = vec![0.0f64; w + 1];
+        let mut prefix_n = vec![0.0f64; w + 1];
+        for (y, (vals, ms)) in self.data.chunks_exact(w).zip(mask.chunks(w)).enumerate() {
+            // Running totals kept in registers: reading back the stored prefix would chain
+            // every addition through a store-to-load round trip.
+            let (mut acc, mut acc_n) = (0.0f64, 0.0f64);
             for x in 0..w {
-                let i = y * w + x;
-                if mask.get(i).copied().unwrap_or(false) {
-                    row_sum += f64::from(self.data.get(i).copied().unwrap_or(0.0));
-                    row_cnt += 1;
-                }
-                let above = y * stride + x + 1;
-                let here = (y + 1) * stride + x + 1;
-                let (sa, ca) = (
-                    sum.get(above).copied().unwrap_or(0.0),
-                    cnt.get(above).copied().unwrap_or(0),
-                );
-                if let Some(s) = sum.get_mut(here) {
-                    *s = sa + row_sum;
-                }
-                if let Some(c) = cnt.get_mut(here) {
-                    *c = ca + row_cnt;
-                }
+                let on = f64::from(u8::from(ms.get(x).copied().unwrap_or(false)));
+                acc += on * f64::from(vals[x]);
+                acc_n += on;
+                prefix[x + 1] = acc;
+                prefix_n[x + 1] = acc_n;
+            }
+            let (out_s, out_n) = (
+                &mut row_sum[y * w..(y + 1) * w],
+                &mut row_cnt[y * w..(y + 1) * w],
+            );
+            for x in 0..w {
+                let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+                out_s[x] = prefix[x1] - prefix[x0];
+                out_n[x] = prefix_n[x1] - prefix_n[x0];
             }
         }
         let mut out = Plane::filled(w, h, fallback);
-        for y in 0..h {
-            let y0 = y.saturating_sub(r);
-            let y1 = (y + r + 1).min(h);
+        let mut col_s = vec![0.0f64; w];
+        let mut col_n = vec![0.0f64; w];
+        // Window rows [y - r, y + r]: prime with rows 0..r, then add the entering row and drop
+        // the leaving one at each step.
+        for yy in 0..r.min(h) {
             for x in 0..w {
-                let x0 = x.saturating_sub(r);
-                let x1 = (x + r + 1).min(w);
-                let rect = |t: &dyn Fn(usize) -> f64| {
-                    t(y1 * stride + x1) - t(y0 * stride + x1) - t(y1 * stride + x0)
-                        + t(y0 * stride + x0)
-                };
-                let s = rect(&|i| sum.get(i).copied().unwrap_or(0.0));
-                let c = rect(&|i| f64::from(cnt.get(i).copied().unwrap_or(0)));
-                if c > 0.0
-                    && let Some(o) = out.data.get_mut(y * w + x)
-                {
-                    *o = (s / c) as f32;
+                col_s[x] += row_sum[yy * w + x];
+                col_n[x] += row_cnt[yy * w + x];
+            }
+        }
+        for y in 0..h {
+            if y + r < h {
+                let base = (y + r) * w;
+                for x in 0..w {
+                    col_s[x] += row_sum[base + x];
+                    col_n[x] += row_cnt[base + x];
+                }
+            }
+            if y > r {
+                let base = (y - r - 1) * w;
+                for x in 0..w {
+                    col_s[x] -= row_sum[base + x];
+                    col_n[x] -= row_cnt[base + x];
+                }
+            }
+            let row = &mut out.data[y * w..(y + 1) * w];
+            for x in 0..w {
+                // Counts are whole numbers; 0.5 absorbs any rounding of the running sum.
+                if col_n[x] > 0.5 {
+                    row[x] = (col_s[x] / col_n[x]) as f32;
                 }
             }
         }
@@ -435,6 +453,26 @@ mod tests {
             let mut out = vec![0.0; line.len()];
             VanHerk::default().run(&line, r, is_max, &mut out);
             prop_assert_eq!(out, naive(&line, r, is_max));
+        }
+
+        #[test]
+        fn masked_box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..4, seed in 0u32..1000) {
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32).collect();
+            let mask: Vec<bool> = (0..w * h).map(|i| !(i as u32 * 31 + seed).is_multiple_of(3)).collect();
+            let p = Plane { w, h, data };
+            let m = p.masked_box_mean(&mask, r, -1.0);
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = 0.0; let mut c = 0.0;
+                    for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                        for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                            if mask[yy * w + xx] { s += p.get(xx, yy); c += 1.0; }
+                        }
+                    }
+                    let want = if c > 0.0 { s / c } else { -1.0 };
+                    prop_assert!((m.get(x, y) - want).abs() < 1e-3);
+                }
+            }
         }
 
         #[test]

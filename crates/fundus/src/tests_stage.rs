@@ -7,7 +7,7 @@ use crate::testimg;
 use crate::*;
 use image::{DynamicImage, ImageBuffer, Rgb, RgbImage, Rgba};
 use retina_records::{DiscSide, Laterality};
-use synthetic_fundus::{SceneSpec, render, render_with_vessels};
+use synthetic_fundus::{SceneSpec, render, render_with_tortuosity, render_with_vessels};
 
 fn cfg(target: u32) -> PrepareConfig {
     PrepareConfig {
@@ -100,6 +100,40 @@ fn vessel_density_is_ordered_by_the_vessels_drawn() {
             }
             last = Some((r.truth.vessel_fraction, vd));
         }
+    }
+}
+
+#[test]
+fn tortuosity_is_ordered_by_the_waviness_drawn() {
+    for (lat, seed) in [(Laterality::Left, 61), (Laterality::Right, 62)] {
+        let spec = SceneSpec::normal(900, 600, lat, seed);
+        let mut last: Option<f32> = None;
+        for wave in [0.0, 1.0, 2.0] {
+            let r = render_with_tortuosity(&spec, wave);
+            let p = prepare(&jpeg_q(&r.image, 92), &cfg(512)).unwrap();
+            let t = p.facts.tortuosity.expect("tortuosity measured");
+            eprintln!("seed {seed} wave {wave}: tortuosity {t:?}");
+            assert!(t.confidence > 0.0 && t.confidence <= 0.6, "{t:?}");
+            if let Some(prev) = last {
+                assert!(
+                    t.value > prev,
+                    "seed {seed} wave {wave}: tortuosity {} not above {prev}",
+                    t.value
+                );
+            }
+            last = Some(t.value);
+        }
+    }
+}
+
+#[test]
+fn a_field_without_vessels_has_no_tortuosity() {
+    let spec = SceneSpec::normal(768, 512, Laterality::Left, 63);
+    let r = render_with_vessels(&spec, 0.0);
+    let p = prepare(&jpeg_q(&r.image, 92), &cfg(512)).unwrap();
+    // The main arcades stay; what must hold is a finite, small-or-absent estimate.
+    if let Some(t) = p.facts.tortuosity {
+        assert!(t.value.is_finite() && t.value >= 0.0, "{t:?}");
     }
 }
 
@@ -438,4 +472,41 @@ fn stage_time_breakdown() {
             },
         );
     });
+}
+
+/// Reduced-scale (DCT-domain) decoding keeps the output: decoding a 2400x1600 JPEG at 1/2 scale
+/// and resizing to 1024 wide matches the full decode resized the same way (PSNR over 38 dB).
+#[test]
+fn reduced_scale_decode_matches_full_decode_and_resize() {
+    let spec = SceneSpec::normal(2400, 1600, Laterality::Right, 77);
+    let (img, _) = render(&spec);
+    let bytes = jpeg_q(&img, 92);
+    let reduced = decode::decode(&bytes, 80_000_000, Some(768)).unwrap();
+    let full = decode::decode(&bytes, 80_000_000, None).unwrap();
+    assert_eq!(reduced.original, (2400, 1600));
+    assert_eq!(full.rgb.dimensions(), (2400, 1600));
+    if USES_LIBJPEG_TURBO {
+        assert_eq!(reduced.rgb.dimensions(), (1200, 800), "1/2 scale expected");
+    }
+    let resize = |rgb: &RgbImage| {
+        let mut dst =
+            fast_image_resize::images::Image::new(1024, 683, fast_image_resize::PixelType::U8x3);
+        let opts = fast_image_resize::ResizeOptions::new().resize_alg(
+            fast_image_resize::ResizeAlg::Convolution(fast_image_resize::FilterType::CatmullRom),
+        );
+        fast_image_resize::Resizer::new()
+            .resize(rgb, &mut dst, &opts)
+            .unwrap();
+        dst.into_vec()
+    };
+    let (a, b) = (resize(&reduced.rgb), resize(&full.rgb));
+    let mse = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+    eprintln!("reduced-scale decode PSNR {psnr:.1} dB");
+    assert!(psnr > 38.0, "PSNR {psnr:.1} dB");
 }

@@ -160,6 +160,13 @@ pub fn render_with_vessels(spec: &SceneSpec, vessel_keep: f32) -> Rendered {
     raster::paint(&scene::Scene::plan_with(spec, keep))
 }
 
+/// Like [`render_detailed`] with wavy vessels: `tortuosity` 0 draws them as grown, 1 adds waves
+/// of 0.08 disc diameters amplitude every 0.6 disc diameters (capped at 4), so tests can order
+/// images by vessel tortuosity.
+pub fn render_with_tortuosity(spec: &SceneSpec, tortuosity: f32) -> Rendered {
+    raster::paint(&scene::Scene::plan_tortuous(spec, 1.0, tortuosity))
+}
+
 /// Lesion kinds that [`render`] draws for a given spec (what the label supports), in vocabulary
 /// order. Grade 0 has none of diabetic retinopathy; grade 1 microaneurysms only; grade 2 adds
 /// intraretinal haemorrhages and often hard exudates or cotton-wool spots; grade 3 adds more

@@ -101,6 +101,12 @@ impl Scene {
     /// Plans a scene keeping the main arcades and the first `vessel_keep` (0-1) share of the
     /// other vessel segments, in growth order (so the tree stays connected, only less branched).
     pub fn plan_with(spec: &SceneSpec, vessel_keep: f32) -> Scene {
+        Scene::plan_tortuous(spec, vessel_keep, 0.0)
+    }
+
+    /// Like [`Scene::plan_with`], with every vessel made wavy by `tortuosity` (0 = as grown;
+    /// 1 = waves of 0.08 disc diameters amplitude every 0.6 disc diameters).
+    pub fn plan_tortuous(spec: &SceneSpec, vessel_keep: f32, tortuosity: f32) -> Scene {
         let mut rng = noise::stream(spec.seed, STREAM_FRAME);
         let width = spec.width;
         let height = spec.height;
@@ -202,6 +208,17 @@ impl Scene {
             let extra = segments.len().saturating_sub(tree.main_segments) as f32;
             let keep = tree.main_segments + (extra * vessel_keep.max(0.0)).round() as usize;
             segments.truncate(keep);
+        }
+        if tortuosity > 0.0 && tortuosity.is_finite() {
+            // One smooth displacement field for all segment ends, so joined segments stay
+            // joined: a vessel running along x waves in y, and the other way round.
+            let amp = 0.08 * geom.dd * tortuosity.min(4.0);
+            let k = std::f32::consts::TAU / (0.6 * geom.dd).max(1.0);
+            let shift = |p: (f32, f32)| (p.0 + amp * (k * p.1).sin(), p.1 + amp * (k * p.0).sin());
+            for s in &mut segments {
+                s.a = shift(s.a);
+                s.b = shift(s.b);
+            }
         }
         let mut drawn = tree.beading;
 

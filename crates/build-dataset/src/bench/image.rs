@@ -98,7 +98,7 @@ pub(crate) fn run(context: &BenchContext, results: &mut Results) -> Result<()> {
         "codec-only path (same decode, resize, encode) over the full stage time; goal >= 0.8",
     );
 
-    // Our encoder per megapixel on a prepared 1024² output.
+    // The stage's encoder, and the pure-Rust one, per megapixel on a prepared 1024² output.
     let prepared = prepare(&images[0], &config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rgb = image::load_from_memory(&prepared.bytes)?.into_rgb8();
     let raw = rgb.as_raw().clone();
@@ -108,11 +108,34 @@ pub(crate) fn run(context: &BenchContext, results: &mut Results) -> Result<()> {
             .map(|_| ())
             .map_err(|e| e.to_string())
     })?;
+    let pure_rust_ms = time_per_item(std::slice::from_ref(&raw), |px| {
+        retina_fundus::encode_jpeg_pure_rust(px, side, side, config.jpeg_quality)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    let stage_codecs = if retina_fundus::USES_LIBJPEG_TURBO {
+        "libjpeg-turbo (turbojpeg feature: 1/2-scale DCT decode and its encoder)"
+    } else {
+        "pure Rust (image crate decode, jpeg-encoder)"
+    };
+    eprintln!("bench image: stage codecs: {stage_codecs}");
+    results.put(
+        "image_3888_uses_libjpeg_turbo",
+        f64::from(u8::from(retina_fundus::USES_LIBJPEG_TURBO)),
+        "bool",
+        "1 when this build has the turbojpeg feature (reduced-scale decode, libjpeg-turbo encoder)",
+    );
     results.put(
         "jpeg_encode_ms_per_mp",
         encode_ms / out_mp,
         "ms/MP",
-        "chosen JPEG encoder (jpeg-encoder, SIMD), q90 4:2:0, one core",
+        "the stage's JPEG encoder (libjpeg-turbo with the turbojpeg feature, else jpeg-encoder), q90 4:2:0, one core",
+    );
+    results.put(
+        "jpeg_encode_pure_rust_ms_per_mp",
+        pure_rust_ms / out_mp,
+        "ms/MP",
+        "jpeg-encoder (pure Rust, AVX2), q90 4:2:0, one core, same pixels",
     );
 
     // One to two cores.
@@ -149,7 +172,13 @@ pub(crate) fn run(context: &BenchContext, results: &mut Results) -> Result<()> {
                 "jpeg_encode_vs_libjpeg_turbo",
                 encode_ms / pillow_ms,
                 "ratio",
-                "our JPEG encode time over libjpeg-turbo's (Pillow) for the same 1024² pixels at q90 (< 1 = faster)",
+                "the stage's JPEG encode time over libjpeg-turbo's (Pillow) for the same 1024² pixels at q90 (< 1 = faster)",
+            );
+            results.put(
+                "jpeg_encode_pure_rust_vs_libjpeg_turbo",
+                pure_rust_ms / pillow_ms,
+                "ratio",
+                "jpeg-encoder's (pure Rust) encode time over libjpeg-turbo's (Pillow), same pixels, q90",
             );
         }
         Err(e) => eprintln!("bench image: Python references skipped: {e:#}"),
