@@ -168,7 +168,14 @@ fn thirty_demo_items_text_only_strict_schema_end_to_end() {
     // Every accepted row, read back from the shards, passes the validator again on its own
     // record's labels, and carries that record's labels: valid and grounded.
     let records = demo_records();
-    let validator = Validator::new(&CaptionSchema::embedded(), Rules::embedded()).unwrap();
+    // The schema the build asked for: the default style, detailed only.
+    let rules = Rules::embedded();
+    let styles: Vec<_> = ["detailed"]
+        .iter()
+        .map(|name| rules.style(name).unwrap().clone())
+        .collect();
+    let refs: Vec<_> = styles.iter().collect();
+    let validator = Validator::new(&CaptionSchema::embedded().with_variants(&refs), rules).unwrap();
     let mut rows = 0;
     for shard in parquet_files(&out.join("shards")) {
         for row in retina_shards::read_accepted(&shard, false).unwrap() {
@@ -192,8 +199,25 @@ fn thirty_demo_items_text_only_strict_schema_end_to_end() {
             }
             answer.insert("lesions".into(), Value::Array(lesions));
             answer.insert("caption".into(), json!(row.caption));
+            let variants: serde_json::Map<String, Value> = row
+                .caption_styles
+                .iter()
+                .zip(&row.captions)
+                .filter(|(style, _)| style.as_str() != "detailed")
+                .map(|(style, text)| (style.clone(), json!(text)))
+                .collect();
+            if !variants.is_empty() {
+                answer.insert("caption_variants".into(), Value::Object(variants));
+            }
             let raw = Value::Object(answer).to_string();
-            let verdict = validator.validate(&raw, record, &facts());
+            // Quoted numbers are checked against the measurements: re-measure the original.
+            let measured = retina_fundus::prepare(
+                &std::fs::read(&record.image_path).unwrap(),
+                &retina_fundus::PrepareConfig::default(),
+            )
+            .map(|p| p.facts)
+            .unwrap_or_else(|_| facts());
+            let verdict = validator.validate(&raw, record, &measured);
             assert!(
                 matches!(verdict, Verdict::Accepted(_)),
                 "accepted row {} fails validation when read back: {:?}",
@@ -226,6 +250,30 @@ fn thirty_demo_items_text_only_strict_schema_end_to_end() {
         }
     }
     assert_eq!(rejects as u64, rejected);
+
+    // The build's acceptance report agrees with the card and the reject shards.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("qa/acceptance.json")).unwrap())
+            .unwrap();
+    eprintln!("real endpoint acceptance report: {report}");
+    assert_eq!(report["accepted"], accepted);
+    assert_eq!(report["rejected"], rejected);
+    let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    for shard in parquet_files(&out.join("rejects")) {
+        for reject in retina_shards::read_rejects(&shard).unwrap() {
+            let mut codes: Vec<String> = reject.reasons.iter().map(|r| r.code.clone()).collect();
+            codes.sort();
+            codes.dedup();
+            for code in codes {
+                *reasons.entry(code).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(report["reasons"], json!(reasons));
+    assert!(
+        text(&output).contains("acceptance: "),
+        "the build prints the report"
+    );
 
     let verify = Command::new(BIN).arg("verify").arg(&out).output().unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
@@ -276,6 +324,7 @@ fn request(system: &str, user: &str) -> CaptionRequest {
         // A real PNG, so only the server's lack of vision can refuse it.
         image: Some(Arc::new(tiny_png())),
         image_mime: "image/png",
+        repair: None,
     }
 }
 

@@ -126,7 +126,11 @@ fn rendering_includes_grade_words_and_measurements() {
     let caption_at = user.find("Finally, caption").unwrap();
     assert!(facts_at < disc_at && disc_at < rnfl_at && rnfl_at < impression_at);
     assert!(impression_at < caption_at);
-    assert!(user.contains("85 to 190 words"));
+    assert!(user.contains("85 to 170 words"));
+    assert!(
+        !user.contains("caption_variants"),
+        "no variants unless asked"
+    );
 }
 
 #[test]
@@ -358,4 +362,73 @@ proptest! {
             cdr.is_some_and(|m| m.value.is_finite() && m.confidence.is_finite())
         );
     }
+}
+
+fn short_style() -> PromptStyle {
+    PromptStyle {
+        name: "short".into(),
+        guidance: "one or two sentences of 20 to 45 words".into(),
+        max_tokens: 77,
+    }
+}
+
+#[test]
+fn styles_reach_the_prompt_and_the_hash() {
+    let plain = PromptSet::embedded();
+    let detailed = PromptStyle {
+        name: "detailed".into(),
+        guidance: "one paragraph of 60 words".into(),
+        max_tokens: 256,
+    };
+    let styled = PromptSet::embedded().with_styles(&[detailed.clone(), short_style()]);
+    assert_ne!(styled.hash(), plain.hash(), "styles change the prompt hash");
+    let other = PromptSet::embedded().with_styles(std::slice::from_ref(&detailed));
+    assert_ne!(other.hash(), styled.hash());
+    assert_eq!(PromptSet::embedded().with_styles(&[]).hash(), plain.hash());
+    assert_eq!(styled.variants(), &[short_style()]);
+    for mode in [PromptMode::Vision, PromptMode::TextOnly] {
+        let user = styled
+            .render(&record(dr2()), &full_facts(), mode)
+            .unwrap()
+            .user;
+        assert!(
+            user.contains("caption: one paragraph of 60 words"),
+            "{user}"
+        );
+        assert!(
+            user.contains("caption_variants") && user.contains("- short: one or two sentences"),
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn repair_prompt_quotes_the_answer_and_every_problem() {
+    let set = PromptSet::embedded();
+    let first = set
+        .render(&record(dr2()), &full_facts(), PromptMode::TextOnly)
+        .unwrap();
+    let problems = vec![
+        "consistency.dr_grade_2: lesions list none of intraretinal_haemorrhage".to_string(),
+        "hygiene.hedging: caption hedges with \"may\"".to_string(),
+    ];
+    let repair = set
+        .render_repair(&first, 1, "{\"caption\":\"old\"}", &problems)
+        .unwrap();
+    assert_eq!(repair.system, first.system);
+    assert!(
+        repair.user.starts_with(&first.user),
+        "the first ask is kept"
+    );
+    assert!(repair.user.contains("{\"caption\":\"old\"}"));
+    for problem in &problems {
+        assert!(repair.user.contains(problem.as_str()), "{problem}");
+    }
+    assert!(repair.user.contains("attempt 1"));
+    let long = "x".repeat(20_000);
+    let cut = set.render_repair(&first, 2, &long, &problems).unwrap();
+    assert!(
+        cut.user.len() < first.user.len() + 8_000,
+        "long answers are cut"
+    );
 }

@@ -478,6 +478,23 @@ pub fn html(report: &QaReport, plots: &PlotData, cards: &[Card], rejects: &[Reje
         cost.accepted_per_hour
             .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
     );
+    if let Some(spend) = &cost.spend {
+        let _ = writeln!(
+            out,
+            "<table class=\"grid\"><tr><th>spent (USD, all runs)</th><td>{}</td></tr>\
+             <tr><th>answers paid for</th><td>{}</td></tr><tr><th>answers from the cache (free)</th><td>{}</td></tr>\
+             <tr><th>tokens paid for (prompt / of which cached / completion)</th><td>{} / {} / {}</td></tr></table>",
+            spend.usd.map_or_else(
+                || "unknown (no price for the model)".to_string(),
+                |u| format!("{u:.4}")
+            ),
+            spend.requests,
+            spend.cache_hits,
+            spend.prompt_tokens,
+            spend.cached_prompt_tokens,
+            spend.completion_tokens
+        );
+    }
     dist_rows(&mut out, &[("latency ms".into(), &cost.latency_ms)], 0);
     let _ = writeln!(out, "</section>");
 
@@ -575,6 +592,21 @@ pub fn markdown(report: &QaReport) -> String {
         report.cost.tokens_per_caption,
         report.cost.latency_ms.p50
     );
+    if let Some(spend) = &report.cost.spend {
+        let _ = writeln!(
+            out,
+            "cost: {} over all runs · {} answers paid for · {} from the cache (free) · tokens paid {} prompt ({} cached) / {} completion\n",
+            spend.usd.map_or_else(
+                || "unknown (no price for the model)".to_string(),
+                |u| format!("${u:.4}")
+            ),
+            spend.requests,
+            spend.cache_hits,
+            spend.prompt_tokens,
+            spend.cached_prompt_tokens,
+            spend.completion_tokens
+        );
+    }
     let _ = writeln!(
         out,
         "## By dataset\n\n| dataset | accepted | rejected | acceptance |\n|---|---:|---:|---:|"

@@ -198,6 +198,9 @@ pub struct Cost {
     pub last_captioned_at: Option<String>,
     /// Accepted rows per hour between the first and last caption (null if under a second).
     pub accepted_per_hour: Option<f64>,
+    /// What the build paid over all its runs, from `dataset.json` (requests, cache hits, tokens,
+    /// US dollars); null for datasets built before it was recorded.
+    pub spend: Option<retina_shards::CardCost>,
 }
 
 /// One warning.

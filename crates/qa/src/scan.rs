@@ -227,6 +227,7 @@ pub fn scan_dataset(dir: &Path) -> Result<Scan, QaError> {
         ..QaReport::default()
     };
     report.counts.failed = card.counts.failed;
+    report.cost.spend = card.cost;
     let mut acc = Acc {
         uni: Some(Kmv::new(4096)),
         bi: Some(Kmv::new(4096)),

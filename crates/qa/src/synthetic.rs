@@ -120,6 +120,7 @@ fn row(dataset: &str, n: usize) -> AcceptedRow {
         quality: "Good image.".into(),
         impression: "Moderate NPDR.".into(),
         caption: caption(n),
+        caption_variants: Default::default(),
     };
     AcceptedRow {
         record,
@@ -202,6 +203,7 @@ pub fn write_synthetic_dataset(
         shards: shards.iter().map(CardShard::from).collect(),
         features: retina_shards::hf_features(),
         config: serde_json::Value::Null,
+        cost: None,
     };
     retina_shards::write_card(dir, &card)?;
     Ok(card)

@@ -313,8 +313,13 @@ pub struct CaptionAnswer {
     pub lesions: Vec<LesionFinding>,
     pub quality: String,
     pub impression: String,
-    /// One English paragraph that covers every section, for the text encoder.
+    /// One English paragraph that covers every section, for the text encoder: the `detailed`
+    /// caption style.
     pub caption: String,
+    /// The other caption styles asked for in the same request (e.g. `short`), by style name.
+    /// Absent from the JSON when the run asks for the detailed style only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caption_variants: BTreeMap<String, String>,
 }
 
 impl CaptionAnswer {
@@ -329,6 +334,18 @@ impl CaptionAnswer {
             ("quality", &self.quality),
             ("impression", &self.impression),
         ]
+    }
+
+    /// Every caption with its style name: `detailed` (the `caption` field) first, then the
+    /// variants in name order.
+    pub fn captions_by_style(&self) -> Vec<(&str, &str)> {
+        std::iter::once(("detailed", self.caption.as_str()))
+            .chain(
+                self.caption_variants
+                    .iter()
+                    .map(|(style, text)| (style.as_str(), text.as_str())),
+            )
+            .collect()
     }
 }
 

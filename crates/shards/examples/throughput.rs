@@ -85,6 +85,7 @@ fn row(n: usize, image: Vec<u8>) -> AcceptedRow {
                 "Colour fundus photograph of a left eye, case {n}, with a pink optic disc, visible \
                  nerve fibre layer, normal vessels and a few temporal microaneurysms."
             ),
+            caption_variants: Default::default(),
         },
         provenance: Provenance {
             model: "m".into(),
@@ -147,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shards: shards.iter().map(CardShard::from).collect(),
         features: hf_features(),
         config: serde_json::Value::Null,
+        cost: None,
     };
     write_card(&out, &card)?;
     let start = Instant::now();

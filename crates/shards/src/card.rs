@@ -35,6 +35,27 @@ pub struct DatasetCard {
     pub features: serde_json::Value,
     /// The run configuration, as the binary chooses to record it.
     pub config: serde_json::Value,
+    /// What captioning cost over every run into this folder (absent in older cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CardCost>,
+}
+
+/// Requests, tokens and US dollars spent captioning a dataset, over all its runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CardCost {
+    /// Answers paid for.
+    pub requests: u64,
+    /// Answers taken from the response cache (free).
+    pub cache_hits: u64,
+    /// Prompt tokens paid for.
+    pub prompt_tokens: u64,
+    /// Of those, tokens served from the provider's prompt cache.
+    pub cached_prompt_tokens: u64,
+    /// Completion tokens paid for.
+    pub completion_tokens: u64,
+    /// US dollars at the configured prices; `None` when the model has no price.
+    pub usd: Option<f64>,
 }
 
 /// Item counts by final state.
@@ -267,6 +288,99 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((bytes, hasher.finalize().to_hex().to_string()))
 }
 
+/// Why cards cannot be merged into one ([`merge_cards`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// Nothing to merge.
+    #[error("no cards to merge")]
+    Empty,
+    /// Two parts were built differently; their rows do not belong in one dataset.
+    #[error(
+        "{folder}: built with {field} {found:?}, but {first} with {expected:?}; parts of one dataset must share model, prompt and schema"
+    )]
+    Mismatch {
+        /// The part that differs.
+        folder: String,
+        /// The first part.
+        first: String,
+        /// `model`, `prompt_hash`, `schema_hash` or `format_version`.
+        field: &'static str,
+        /// The first part's value.
+        expected: String,
+        /// This part's value.
+        found: String,
+    },
+}
+
+/// Merges the cards of datasets that live in sub-folders of one folder (the workers of a crawl
+/// split over machines) into one card for that folder: shard paths get the part's folder as a
+/// prefix (`workers/3/shards/part-00000.parquet`), counts and costs are summed, and everything
+/// else comes from the first part. Parts must agree on format version, model, prompt and schema.
+pub fn merge_cards(parts: &[(String, DatasetCard)]) -> Result<DatasetCard, MergeError> {
+    let ((first_folder, first), rest) = parts.split_first().ok_or(MergeError::Empty)?;
+    let mut merged = first.clone();
+    merged.shards.clear();
+    merged.counts = CardCounts::default();
+    merged.cost = None;
+    for (index, (folder, card)) in parts.iter().enumerate() {
+        if index > 0 {
+            let checks = [
+                (
+                    "format_version",
+                    first.format_version.to_string(),
+                    card.format_version.to_string(),
+                ),
+                ("model", first.model.clone(), card.model.clone()),
+                (
+                    "prompt_hash",
+                    first.prompt_hash.clone(),
+                    card.prompt_hash.clone(),
+                ),
+                (
+                    "schema_hash",
+                    first.schema_hash.clone(),
+                    card.schema_hash.clone(),
+                ),
+            ];
+            for (field, expected, found) in checks {
+                if expected != found {
+                    return Err(MergeError::Mismatch {
+                        folder: folder.clone(),
+                        first: first_folder.clone(),
+                        field,
+                        expected,
+                        found,
+                    });
+                }
+            }
+        }
+        let prefix = folder.trim_end_matches('/');
+        merged
+            .shards
+            .extend(card.shards.iter().map(|shard| CardShard {
+                path: format!("{prefix}/{}", shard.path),
+                ..shard.clone()
+            }));
+        merged.counts.accepted += card.counts.accepted;
+        merged.counts.rejected += card.counts.rejected;
+        merged.counts.failed += card.counts.failed;
+        if let Some(cost) = card.cost {
+            let total = merged.cost.get_or_insert(CardCost {
+                usd: Some(0.0),
+                ..CardCost::default()
+            });
+            total.requests += cost.requests;
+            total.cache_hits += cost.cache_hits;
+            total.prompt_tokens += cost.prompt_tokens;
+            total.cached_prompt_tokens += cost.cached_prompt_tokens;
+            total.completion_tokens += cost.completion_tokens;
+            total.usd = total.usd.zip(cost.usd).map(|(a, b)| a + b);
+        }
+    }
+    let _ = rest;
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +404,7 @@ mod tests {
             shards: shards.iter().map(CardShard::from).collect(),
             features: hf_features(),
             config: serde_json::json!({"image_size": 1024}),
+            cost: None,
         }
     }
 
@@ -460,5 +575,52 @@ mod tests {
                 .any(|p| p.starts_with("shards/../dataset.json: a Accepted")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn merged_card_prefixes_paths_and_sums_counts() {
+        let mut a = card_for(&[]);
+        a.shards = vec![CardShard {
+            path: "shards/part-00000.parquet".into(),
+            kind: ShardKind::Accepted,
+            rows: 3,
+            bytes: 10,
+            blake3: "a".into(),
+        }];
+        a.counts = CardCounts {
+            accepted: 3,
+            rejected: 1,
+            failed: 0,
+        };
+        let mut b = a.clone();
+        b.counts.failed = 2;
+        let merged = merge_cards(&[
+            ("workers/0".into(), a.clone()),
+            ("workers/1/".into(), b.clone()),
+        ])
+        .unwrap();
+        let paths: Vec<&str> = merged.shards.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "workers/0/shards/part-00000.parquet",
+                "workers/1/shards/part-00000.parquet"
+            ]
+        );
+        assert_eq!(
+            merged.counts,
+            CardCounts {
+                accepted: 6,
+                rejected: 2,
+                failed: 2
+            }
+        );
+        b.model = "other".into();
+        let error = merge_cards(&[("workers/0".into(), a), ("workers/1".into(), b)]).unwrap_err();
+        assert!(
+            error.to_string().contains("workers/1") && error.to_string().contains("model"),
+            "{error}"
+        );
+        assert!(matches!(merge_cards(&[]), Err(MergeError::Empty)));
     }
 }

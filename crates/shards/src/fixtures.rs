@@ -102,6 +102,11 @@ pub fn answer(n: usize) -> CaptionAnswer {
         quality: "Usable image.".into(),
         impression: "No referable disease.".into(),
         caption: format!("Colour fundus photograph number {n} of a left eye; café-au-lait ✓."),
+        caption_variants: [(
+            "short".to_string(),
+            format!("Fundus photograph {n}, left eye."),
+        )]
+        .into(),
     }
 }
 

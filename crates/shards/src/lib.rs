@@ -22,8 +22,8 @@ mod schema;
 mod writer;
 
 pub use card::{
-    CARD_FILE, CardCounts, CardShard, DatasetCard, VerifyReport, read_card, verify_dataset,
-    write_card,
+    CARD_FILE, CardCost, CardCounts, CardShard, DatasetCard, MergeError, VerifyReport, merge_cards,
+    read_card, verify_dataset, write_card,
 };
 pub use reader::{StoredReject, StoredRow, read_accepted, read_rejects};
 pub use schema::hf_features;

@@ -30,8 +30,11 @@ pub struct StoredRow {
     pub height: u32,
     /// The caption paragraph.
     pub caption: String,
-    /// Caption variants (currently just `[caption]`).
+    /// Every caption style's text, `detailed` (= `caption`) first.
     pub captions: Vec<String>,
+    /// The style of each entry of `captions` (`detailed`, `short`, ...); shards written before
+    /// the `caption_variants` column existed read as all `detailed`.
+    pub caption_styles: Vec<String>,
     /// `left`, `right` or `unknown`.
     pub laterality: String,
     /// ICDR grade 0-4 from the labels.
@@ -230,6 +233,11 @@ fn read_accepted_batch(
     let height = cols.top::<Int32Array>(batch, "height")?;
     let caption = cols.top::<StringArray>(batch, "caption")?;
     let captions = cols.top::<ListArray>(batch, "captions")?;
+    // Optional: older shards have no caption_variants column.
+    let variants = match batch.column_by_name("caption_variants") {
+        Some(_) => Some(cols.top::<ListArray>(batch, "caption_variants")?),
+        None => None,
+    };
     let laterality = cols.top::<StringArray>(batch, "laterality")?;
     let labels = cols.top::<StructArray>(batch, "labels")?;
     let dr_grade = cols.child::<Int8Array>(labels, "labels", "dr_grade")?;
@@ -294,6 +302,18 @@ fn read_accepted_batch(
                 })
                 .collect()
         };
+        let caption_list = str_list(cols, captions, row, "captions[]")?;
+        let caption_styles = match variants {
+            Some(list) if !list.is_null(row) => {
+                let items = list.value(row);
+                let items = cols.get::<StructArray>(Some(items.as_ref()), "caption_variants[]")?;
+                let style = cols.child::<StringArray>(items, "caption_variants[]", "style")?;
+                (0..items.len())
+                    .map(|i| opt_str(style, i).unwrap_or_default())
+                    .collect()
+            }
+            _ => vec!["detailed".to_string(); caption_list.len()],
+        };
         let mut section_map = BTreeMap::new();
         for (name, array) in &sections {
             if let Some(text) = opt_str(array, row) {
@@ -307,7 +327,8 @@ fn read_accepted_batch(
             width: cols.required_u32(width, row, "width")?,
             height: cols.required_u32(height, row, "height")?,
             caption: cols.required_str(caption, row, "caption")?,
-            captions: str_list(cols, captions, row, "captions[]")?,
+            captions: caption_list,
+            caption_styles,
             laterality: cols.required_str(laterality, row, "laterality")?,
             dr_grade: dr,
             glaucoma: in_labels.then(|| opt_str(glaucoma, row)).flatten(),
@@ -515,6 +536,7 @@ mod tests {
             }],
             features: crate::hf_features(),
             config: serde_json::Value::Null,
+            cost: None,
         };
         write_card(dir.path(), &card).expect("card");
         let report = verify_dataset(dir.path()).expect("verify");

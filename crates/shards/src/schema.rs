@@ -98,6 +98,10 @@ pub(crate) fn accepted_columns() -> Vec<(&'static str, Col)> {
         ("lesions", list(lesion)),
         ("caption", Utf8),
         ("captions", list(Utf8)),
+        (
+            "caption_variants",
+            list(Struct(vec![("style", Utf8), ("text", Utf8)])),
+        ),
         ("model", Utf8),
         ("endpoint", Utf8),
         ("prompt_hash", Utf8),

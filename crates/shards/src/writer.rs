@@ -859,7 +859,20 @@ fn accepted_batch(schema: &SchemaRef, rows: &[PendingAccepted]) -> Result<Record
             utf8(lesion_rows().map(|l| Some(l.extent.as_str()))),
         ],
     )?;
-    let captions: Vec<[String; 1]> = r().map(|row| [row.answer.caption.clone()]).collect();
+    // Every caption style, `detailed` (the caption column) first: trainers draw one per step.
+    let styled: Vec<Vec<(&str, &str)>> = r().map(|row| row.answer.captions_by_style()).collect();
+    let captions: Vec<Vec<String>> = styled
+        .iter()
+        .map(|list| list.iter().map(|(_, text)| text.to_string()).collect())
+        .collect();
+    let caption_variants = list_struct(
+        field(schema, "caption_variants")?,
+        styled.iter().map(Vec::len).collect(),
+        vec![
+            utf8(styled.iter().flatten().map(|(style, _)| Some(*style))),
+            utf8(styled.iter().flatten().map(|(_, text)| Some(*text))),
+        ],
+    )?;
 
     let mut columns: Vec<ArrayRef> = vec![
         utf8(rec().map(|rec| Some(rec.id.as_str()))),
@@ -890,6 +903,7 @@ fn accepted_batch(schema: &SchemaRef, rows: &[PendingAccepted]) -> Result<Record
             field(schema, "captions")?,
             captions.iter().map(|c| c.as_slice()),
         )?,
+        caption_variants,
         utf8(prov().map(|p| Some(p.model.as_str()))),
         utf8(prov().map(|p| Some(p.endpoint.as_str()))),
         utf8(prov().map(|p| Some(p.prompt_hash.as_str()))),
@@ -1010,7 +1024,15 @@ mod tests {
             assert_eq!(row.image, want.image);
             assert_eq!((row.width, row.height), (1024, 1024));
             assert_eq!(row.caption, want.answer.caption);
-            assert_eq!(row.captions, vec![want.answer.caption.clone()]);
+            let styles: Vec<&str> = row.caption_styles.iter().map(String::as_str).collect();
+            assert_eq!(styles, ["detailed", "short"]);
+            assert_eq!(
+                row.captions,
+                vec![
+                    want.answer.caption.clone(),
+                    want.answer.caption_variants["short"].clone()
+                ]
+            );
             assert_eq!(row.laterality, "left");
             assert_eq!(row.dr_grade, want.record.labels.dr_grade);
             assert_eq!(row.glaucoma.as_deref(), (i % 2 == 0).then_some("suspect"));

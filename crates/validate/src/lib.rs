@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 mod rules;
 mod text;
+mod tokens;
 
-pub use rules::{RULES_VERSION, Rules};
+pub use rules::{RULES_VERSION, Rules, Style};
+pub use tokens::TokenizerKind;
 
 /// The stable reason codes this crate produces.
 pub mod codes {
@@ -43,6 +45,24 @@ pub mod codes {
     pub const TOO_SHORT: &str = "budget.caption_too_short";
     /// The caption has more words than the budget allows.
     pub const TOO_LONG: &str = "budget.caption_too_long";
+    /// A caption style's text takes more tokens than its text encoder reads.
+    pub const TOO_MANY_TOKENS: &str = "budget.tokens";
+    /// A caption variant has fewer words than its style's minimum.
+    pub const VARIANT_TOO_SHORT: &str = "budget.variant_too_short";
+    /// A caption variant names a style the rules do not define.
+    pub const UNKNOWN_STYLE: &str = "budget.unknown_style";
+    /// The measured optic disc is on the other side of the image than the text says.
+    pub const DISC_SIDE: &str = "consistency.disc_side";
+    /// Prefix of measurement-rule codes: `measurement.<id>`.
+    pub const MEASUREMENT_PREFIX: &str = "measurement.";
+    /// A refusal or the model talking about itself.
+    pub const REFUSAL: &str = "hygiene.refusal";
+    /// Personal data: a date, a name or record-number cue.
+    pub const PERSONAL_DATA: &str = "hygiene.personal_data";
+    /// The text does not read as English.
+    pub const NOT_ENGLISH: &str = "hygiene.not_english";
+    /// A synonym where the vocabulary has a canonical term.
+    pub const SYNONYM: &str = "vocabulary.synonym";
 }
 
 const EMBEDDED_SCHEMA: &str = include_str!("../../../schemas/caption.schema.json");
@@ -147,7 +167,55 @@ impl CaptionSchema {
     pub fn hash(&self) -> &str {
         &self.hash
     }
+
+    /// The schema for a run that asks for `styles` besides `detailed` (which is the `caption`
+    /// field): a required `caption_variants` object with one required, bounded string per style,
+    /// so one request returns every style and strict structured output still holds. With no
+    /// extra style the schema and its hash are unchanged; otherwise the hash changes.
+    pub fn with_variants(&self, styles: &[&Style]) -> CaptionSchema {
+        let extra: Vec<&&Style> = styles.iter().filter(|s| s.name() != "detailed").collect();
+        if extra.is_empty() {
+            return self.clone();
+        }
+        let mut value = self.value.clone();
+        let mut properties = serde_json::Map::new();
+        for style in &extra {
+            properties.insert(
+                style.name().to_string(),
+                serde_json::json!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_VARIANT_CHARS,
+                    "description": style.guidance(),
+                }),
+            );
+        }
+        let names: Vec<&str> = extra.iter().map(|s| s.name()).collect();
+        let variants = serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": names,
+            "properties": properties,
+            "description": "The same photograph described again in each further caption style.",
+        });
+        if let Some(object) = value.as_object_mut() {
+            if let Some(Value::Object(props)) = object.get_mut("properties") {
+                props.insert("caption_variants".to_string(), variants);
+            }
+            if let Some(Value::Array(required)) = object.get_mut("required") {
+                required.push(Value::String("caption_variants".to_string()));
+            }
+        }
+        CaptionSchema {
+            hash: canonical_hash(&value),
+            value,
+            origin: format!("{} with caption styles {}", self.origin, names.join(", ")),
+        }
+    }
 }
+
+/// Longest caption variant the schema allows, in characters (the token budget is the real limit).
+const MAX_VARIANT_CHARS: usize = 800;
 
 fn compile_schema(value: &Value, origin: &str) -> Result<jsonschema::Validator, ValidateError> {
     jsonschema::validator_for(value).map_err(|e| ValidateError::SchemaCompile {
@@ -291,15 +359,15 @@ impl Validator {
 
     /// Like [`Validator::validate`], also reporting the repairs made to the raw text.
     ///
-    /// `facts` is taken so measurement rules can join without an API change; the first rule set
-    /// checks labels only.
-    pub fn validate_detailed(&self, raw: &str, record: &Record, _facts: &ImageFacts) -> Validation {
+    /// `facts` are the image stage's measurements: quoted numbers and the disc side are checked
+    /// against them.
+    pub fn validate_detailed(&self, raw: &str, record: &Record, facts: &ImageFacts) -> Validation {
         let (text, repairs) = strip(raw);
-        let verdict = self.validate_text(text, record);
+        let verdict = self.validate_text(text, record, facts);
         Validation { verdict, repairs }
     }
 
-    fn validate_text(&self, text: &str, record: &Record) -> Verdict {
+    fn validate_text(&self, text: &str, record: &Record, facts: &ImageFacts) -> Verdict {
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(e) => {
@@ -339,7 +407,9 @@ impl Validator {
                 };
             }
         };
-        let reasons = self.rules.check(&answer, &record.labels, record.laterality);
+        let reasons = self
+            .rules
+            .check(&answer, &record.labels, record.laterality, facts);
         if reasons.is_empty() {
             Verdict::Accepted(answer)
         } else {

@@ -12,8 +12,15 @@ fn validator() -> &'static Validator {
     V.get_or_init(|| Validator::new(&CaptionSchema::embedded(), Rules::embedded()).unwrap())
 }
 
+/// Facts with the cup-to-disc ratio the fixture answers quote (0.3).
 fn facts() -> ImageFacts {
-    ImageFacts::fixture(2000, 1500)
+    ImageFacts {
+        cup_to_disc_ratio: Some(retina_records::Measured {
+            value: 0.31,
+            confidence: 0.8,
+        }),
+        ..ImageFacts::fixture(2000, 1500)
+    }
 }
 
 fn record(labels: Labels) -> Record {
@@ -54,6 +61,7 @@ fn answer(caption_extra: &str, lesions: &[LesionType]) -> CaptionAnswer {
         quality: "Good focus and illumination.".into(),
         impression: "Findings as described.".into(),
         caption: format!("{FILLER} {caption_extra}"),
+        caption_variants: Default::default(),
     }
 }
 
@@ -303,7 +311,10 @@ fn label_rules_table() {
             grade(0),
             "Scattered dot haemorrhages are present.",
             &[],
-            &["consistency.dr_grade_0"],
+            &[
+                "consistency.dr_grade_0",
+                "consistency.normal_no_pathology_words",
+            ],
         ),
         case(
             "dr0 negated list",
@@ -345,21 +356,30 @@ fn label_rules_table() {
             grade(0),
             "No drusen but a few microaneurysms.",
             &[],
-            &["consistency.dr_grade_0"],
+            &[
+                "consistency.dr_grade_0",
+                "consistency.normal_no_pathology_words",
+            ],
         ),
         case(
             "dr0 negation does not cross sentences",
             grade(0),
             "No drusen. Exudates near the fovea.",
             &[],
-            &["consistency.dr_grade_0"],
+            &[
+                "consistency.dr_grade_0",
+                "consistency.normal_no_pathology_words",
+            ],
         ),
         case(
             "dr0 disc haemorrhage excused",
             grade(0),
             "A small disc haemorrhage at the inferior rim.",
             &[DiscHaemorrhage],
-            &["consistency.normal_no_lesions"],
+            &[
+                "consistency.normal_no_lesions",
+                "consistency.normal_no_pathology_words",
+            ],
         ),
         // DR grade 1
         case(
@@ -574,11 +594,12 @@ fn hygiene_table() {
 
 #[test]
 fn budget_table() {
-    let min = "word ".repeat(39);
-    let max = "word ".repeat(261);
+    // English filler: "word word word" would also fail hygiene.not_english.
+    let min = "the disc ".repeat(19) + "disc";
+    let max = "the disc ".repeat(131);
     for (caption, expect) in [
         (min.as_str(), Some("budget.caption_too_short")),
-        (max.as_str(), Some("budget.caption_too_long")),
+        (max.as_str(), Some("budget.caption_too_long,budget.tokens")),
     ] {
         let mut a = answer("", &[]);
         a.caption = caption.trim().to_string();
@@ -586,9 +607,19 @@ fn budget_table() {
         assert_eq!(Some(got.as_str()), expect);
     }
     let mut a = answer("", &[]);
-    a.caption = "word ".repeat(40).trim().to_string();
+    a.caption = "the disc ".repeat(20).trim().to_string();
     assert!(run(&a, Labels::default()).is_accepted());
-    a.caption = "word ".repeat(260).trim().to_string();
+    // 260 words of one token each fit the word budget but not 256 Gemma-style tokens.
+    a.caption = "the disc ".repeat(130).trim().to_string();
+    let verdict = run(&a, Labels::default());
+    assert_eq!(codes_of(&verdict), ["budget.tokens"]);
+    let detail = &verdict.reasons()[0].detail;
+    assert!(
+        detail.contains("caption (detailed style) has 261 Gemma-style tokens")
+            && detail.contains("allows 256"),
+        "{detail}"
+    );
+    a.caption = "the disc ".repeat(100).trim().to_string();
     assert!(run(&a, Labels::default()).is_accepted());
 }
 
@@ -616,6 +647,7 @@ fn every_failure_is_reported() {
             "consistency.dr_grade_0",
             "consistency.laterality",
             "consistency.normal_no_lesions",
+            "consistency.normal_no_pathology_words",
             "hygiene.hedging",
             "hygiene.markdown",
             "hygiene.paragraph",
@@ -700,6 +732,7 @@ fn any_answer() -> impl Strategy<Value = CaptionAnswer> {
                     quality,
                     impression,
                     caption: caption.into_iter().collect(),
+                    caption_variants: Default::default(),
                 }
             },
         )
@@ -737,5 +770,497 @@ proptest! {
         let verdict = validator().validate(&raw, &record(labels), &facts());
         // Whatever the rules say, a schema-valid answer is always kept for the rejects file.
         prop_assert_eq!(verdict.answer(), Some(&a));
+    }
+}
+
+/// Facts with every measurement the measurement rules read, and the disc on the image's right.
+fn measured_facts() -> ImageFacts {
+    use retina_records::{DiscEstimate, DiscSide, Measured};
+    let m = |value: f32| {
+        Some(Measured {
+            value,
+            confidence: 0.9,
+        })
+    };
+    ImageFacts {
+        cup_to_disc_ratio: m(0.45),
+        vessel_density: m(0.123),
+        fractal_dimension: m(1.52),
+        tortuosity: m(0.081),
+        disc: Some(DiscEstimate {
+            x: 0.7,
+            y: 0.5,
+            diameter: 0.16,
+            side: DiscSide::Right,
+            confidence: 0.9,
+        }),
+        fov_fraction: 0.71,
+        dark_lesion_candidates: Some(Measured {
+            value: 3,
+            confidence: 0.6,
+        }),
+        bright_lesion_candidates: Some(Measured {
+            value: 0,
+            confidence: 0.6,
+        }),
+        ..ImageFacts::fixture(2000, 1500)
+    }
+}
+
+/// One measurement, orientation, vocabulary or hygiene case: text put in `field`.
+struct TextCase {
+    name: &'static str,
+    field: &'static str,
+    text: &'static str,
+    expect: &'static [&'static str],
+}
+
+fn with_text(field: &str, text: &str) -> CaptionAnswer {
+    let mut a = answer("", &[]);
+    a.optic_disc = "Pink disc with sharp margins and a healthy rim.".into();
+    a.caption_variants.insert(
+        "short".into(),
+        "Colour fundus photograph with a pink optic disc, normal vessels and macula, and no lesions."
+            .into(),
+    );
+    match field {
+        "optic_disc" => a.optic_disc = text.into(),
+        "vessels" => a.vessels = text.into(),
+        "rnfl" => a.rnfl = text.into(),
+        "quality" => a.quality = text.into(),
+        "impression" => a.impression = text.into(),
+        "short" => {
+            a.caption_variants.insert("short".into(), text.into());
+        }
+        _ => a.caption = format!("{FILLER} {text}"),
+    }
+    a
+}
+
+#[test]
+fn measurement_orientation_vocabulary_and_hygiene_table() {
+    let t = |name, field, text, expect| TextCase {
+        name,
+        field,
+        text,
+        expect,
+    };
+    let cases = [
+        // Quoted numbers against the facts.
+        t(
+            "cdr faithful",
+            "optic_disc",
+            "Cup-to-disc ratio 0.45 with a healthy rim.",
+            &[],
+        ),
+        t(
+            "cdr rounded",
+            "optic_disc",
+            "The vertical cup-to-disc ratio measures 0.47.",
+            &[],
+        ),
+        t(
+            "cdr wrong",
+            "optic_disc",
+            "Cup-to-disc ratio of 0.8.",
+            &["measurement.cup_to_disc_ratio"],
+        ),
+        t(
+            "cdr wrong in caption",
+            "caption",
+            "The CDR is 0.7.",
+            &["measurement.cup_to_disc_ratio"],
+        ),
+        t(
+            "density faithful",
+            "vessels",
+            "Vessel density of 12.3% of the field.",
+            &[],
+        ),
+        t(
+            "density wrong",
+            "vessels",
+            "Vessels covering 25% of the field.",
+            &["measurement.vessel_density"],
+        ),
+        t(
+            "fractal faithful",
+            "vessels",
+            "A fractal dimension of 1.52.",
+            &[],
+        ),
+        t(
+            "fractal wrong",
+            "caption",
+            "A branching fractal dimension of 1.71.",
+            &["measurement.fractal_dimension"],
+        ),
+        t(
+            "tortuosity wrong",
+            "vessels",
+            "Tortuosity index 0.4.",
+            &["measurement.tortuosity"],
+        ),
+        t(
+            "disc diameter faithful",
+            "optic_disc",
+            "The disc diameter is 16% of the field.",
+            &[],
+        ),
+        t(
+            "disc diameter wrong",
+            "optic_disc",
+            "The disc diameter is 30% of the field.",
+            &["measurement.disc_diameter"],
+        ),
+        t(
+            "fov wrong",
+            "quality",
+            "The field of view fills 95% of the frame.",
+            &["measurement.field_of_view"],
+        ),
+        t(
+            "dark count faithful",
+            "caption",
+            "Automatic analysis found 3 haemorrhage-like spots.",
+            &[],
+        ),
+        t(
+            "dark count wrong",
+            "caption",
+            "Automatic analysis found 9 haemorrhage-like spots.",
+            &["measurement.dark_lesion_count"],
+        ),
+        t(
+            "bright count wrong",
+            "caption",
+            "There are 4 bright lesion candidates.",
+            &["measurement.bright_lesion_count"],
+        ),
+        t(
+            "numbers elsewhere are free",
+            "caption",
+            "Photographed at 45 degrees in 2 fields.",
+            &[],
+        ),
+        // Disc side against the measured disc (right side of the image).
+        t(
+            "disc side faithful",
+            "optic_disc",
+            "The optic disc lies on the right side of the frame.",
+            &[],
+        ),
+        t(
+            "disc side wrong",
+            "optic_disc",
+            "The optic disc lies on the left side of the image.",
+            &["consistency.disc_side"],
+        ),
+        t(
+            "disc side wrong in short",
+            "short",
+            "Right eye fundus with the disc on the left side of the frame and no lesions at all.",
+            &["consistency.disc_side"],
+        ),
+        // Vocabulary.
+        t(
+            "british spelling",
+            "caption",
+            "No haemorrhages and no oedema.",
+            &[],
+        ),
+        t(
+            "american spelling",
+            "caption",
+            "No hemorrhages are seen.",
+            &["vocabulary.synonym"],
+        ),
+        t(
+            "abbreviation",
+            "impression",
+            "Moderate NPDR.",
+            &["vocabulary.synonym"],
+        ),
+        // Hygiene additions.
+        t(
+            "refusal",
+            "caption",
+            "As an AI language model I cannot diagnose.",
+            &["hygiene.refusal"],
+        ),
+        t(
+            "date of birth",
+            "caption",
+            "Patient born on 12/03/1961.",
+            &["hygiene.personal_data"],
+        ),
+        t(
+            "record number",
+            "impression",
+            "Medical record number 55123.",
+            &["hygiene.personal_data"],
+        ),
+        t(
+            "iso date",
+            "quality",
+            "Taken 2019-04-02 at the clinic.",
+            &["hygiene.personal_data"],
+        ),
+        t(
+            "not english",
+            "impression",
+            "Die Papille ist vital und scharf begrenzt, keine Blutungen, Makula regelrecht, Gefäße unauffällig, Hintergrund regelrecht.",
+            &["hygiene.not_english"],
+        ),
+        t(
+            "not latin",
+            "quality",
+            "Глазное дно без патологии, диск бледно-розовый, сосуды в норме.",
+            &["hygiene.not_english"],
+        ),
+        // Short variants are captions too.
+        t(
+            "short faithful",
+            "short",
+            "Colour fundus photograph of an eye with a pink optic disc, cup-to-disc ratio 0.45, normal vessels and macula, and no lesions.",
+            &[],
+        ),
+        t(
+            "short hedges",
+            "short",
+            "Colour fundus photograph of an eye with a pink disc; glaucoma may be present according to the findings here.",
+            &["hygiene.hedging"],
+        ),
+        t(
+            "short too short",
+            "short",
+            "Normal fundus.",
+            &["budget.variant_too_short"],
+        ),
+        t(
+            "short over CLIP budget",
+            "short",
+            "Colour fundus photograph of an eye with a pink optic disc, a cup-to-disc ratio of 0.45, a healthy neuroretinal rim, visible nerve fibre layer striations in both arcades, arteries and veins of normal calibre and course with a vessel density of 12.3% of the field, a fractal dimension of 1.52, a present foveal reflex, an even orange background, and good focus and illumination.",
+            &["budget.tokens"],
+        ),
+    ];
+    for case in cases {
+        let a = with_text(case.field, case.text);
+        let mut rec = record(Labels::default());
+        rec.laterality = Laterality::Right;
+        let raw = serde_json::to_string(&a).unwrap();
+        let verdict = styled_validator().validate(&raw, &rec, &measured_facts());
+        let mut got = codes_of(&verdict);
+        got.sort_unstable();
+        assert_eq!(got, case.expect, "{}: {:?}", case.name, verdict.reasons());
+    }
+}
+
+/// A validator whose schema asks for the `short` style too.
+fn styled_validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let rules = Rules::embedded();
+        let short = rules.style("short").unwrap().clone();
+        let schema = CaptionSchema::embedded().with_variants(&[&short]);
+        Validator::new(&schema, rules).unwrap()
+    })
+}
+
+#[test]
+fn styles_shape_the_schema_and_its_hash() {
+    let rules = Rules::embedded();
+    let base = CaptionSchema::embedded();
+    let detailed = rules.style("detailed").unwrap();
+    let short = rules.style("short").unwrap();
+    assert_eq!(base.with_variants(&[detailed]).hash(), base.hash());
+    let styled = base.with_variants(&[detailed, short]);
+    assert_ne!(styled.hash(), base.hash(), "styles change the schema hash");
+    let value = styled.value();
+    assert!(
+        value["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("caption_variants"))
+    );
+    assert_eq!(
+        value["properties"]["caption_variants"]["required"],
+        serde_json::json!(["short"])
+    );
+    assert_eq!(
+        value["properties"]["caption_variants"]["additionalProperties"],
+        serde_json::json!(false)
+    );
+    assert_eq!(
+        (short.tokenizer(), short.max_tokens()),
+        (TokenizerKind::Clip, 77)
+    );
+    assert_eq!(
+        (detailed.tokenizer(), detailed.max_tokens()),
+        (TokenizerKind::GemmaProxy, 256)
+    );
+    // The styled schema requires the variant; the plain one forbids it.
+    let mut a = answer("", &[]);
+    let rec = record(Labels::default());
+    let plain = serde_json::to_string(&a).unwrap();
+    let verdict = styled_validator().validate(&plain, &rec, &facts());
+    assert_eq!(
+        codes_of(&verdict),
+        ["schema.invalid"],
+        "{:?}",
+        verdict.reasons()
+    );
+    a.caption_variants.insert(
+        "short".into(),
+        "Colour fundus photograph with a pink optic disc, normal vessels and macula, and no lesions.".into(),
+    );
+    let with_short = serde_json::to_string(&a).unwrap();
+    assert!(
+        styled_validator()
+            .validate(&with_short, &rec, &facts())
+            .is_accepted()
+    );
+    let verdict = validator().validate(&with_short, &rec, &facts());
+    assert_eq!(codes_of(&verdict), ["schema.invalid"]);
+}
+
+/// Name, labels, caption text, lesions listed, expected codes.
+type LabelCase = (
+    &'static str,
+    Labels,
+    &'static str,
+    Vec<LesionFinding>,
+    &'static [&'static str],
+);
+
+#[test]
+fn new_label_rules_table() {
+    use LesionType::*;
+    let labels = |f: fn(&mut Labels)| {
+        let mut l = Labels::default();
+        f(&mut l);
+        l
+    };
+    let at = |kind, location| LesionFinding {
+        kind,
+        location,
+        extent: LesionExtent::Few,
+    };
+    let dme = labels(|l| {
+        l.dr_grade = Some(2);
+        l.dme = Some(1);
+    });
+    let myopia2 = labels(|l| l.myopic_maculopathy = Some(2));
+    let myopia1 = labels(|l| l.myopic_maculopathy = Some(1));
+    let no_glaucoma = labels(|l| l.glaucoma = Some(Glaucoma::No));
+    let no_dme = labels(|l| l.dme = Some(0));
+    let cases: Vec<LabelCase> = vec![
+        (
+            "dme exudates at macula",
+            dme.clone(),
+            "Hard exudates near the fovea.",
+            vec![at(HardExudate, LesionLocation::Macula)],
+            &[],
+        ),
+        (
+            "dme exudates only in periphery",
+            dme,
+            "Hard exudates in the periphery.",
+            vec![at(HardExudate, LesionLocation::Periphery)],
+            &["consistency.dme_exudates"],
+        ),
+        (
+            "no dme stays quiet",
+            no_dme.clone(),
+            "There is no macular oedema.",
+            vec![],
+            &[],
+        ),
+        (
+            "no dme but oedema named",
+            no_dme,
+            "Macular oedema with exudates.",
+            vec![],
+            &["consistency.dme_absent"],
+        ),
+        (
+            "myopia 1 tessellation",
+            myopia1.clone(),
+            "A tessellated fundus.",
+            vec![at(Tessellation, LesionLocation::Diffuse)],
+            &[],
+        ),
+        (
+            "myopia 1 nothing listed",
+            myopia1,
+            "",
+            vec![],
+            &["consistency.myopia_tessellation"],
+        ),
+        (
+            "myopia 2 atrophy",
+            myopia2.clone(),
+            "",
+            vec![
+                at(Tessellation, LesionLocation::Diffuse),
+                at(ChorioretinalAtrophy, LesionLocation::PosteriorPole),
+            ],
+            &[],
+        ),
+        (
+            "myopia 2 tessellation only",
+            myopia2,
+            "",
+            vec![at(Tessellation, LesionLocation::Diffuse)],
+            &["consistency.myopia_atrophy"],
+        ),
+        (
+            "no glaucoma clean",
+            no_glaucoma.clone(),
+            "No glaucomatous cupping.",
+            vec![],
+            &[],
+        ),
+        (
+            "no glaucoma but cupping",
+            no_glaucoma,
+            "Glaucomatous cupping of the disc.",
+            vec![],
+            &["consistency.glaucoma_absent"],
+        ),
+        (
+            "normal mentions drusen",
+            grade(0),
+            "Scattered drusen at the macula.",
+            vec![],
+            &["consistency.normal_no_pathology_words"],
+        ),
+        (
+            "normal negated pathology",
+            grade(0),
+            "No drusen, atrophy or retinopathy.",
+            vec![],
+            &[],
+        ),
+    ];
+    for (name, labels, text, lesions, expect) in cases {
+        let mut a = answer(text, &[]);
+        a.lesions = lesions;
+        let verdict = run(&a, labels);
+        let mut got = codes_of(&verdict);
+        got.sort_unstable();
+        assert_eq!(got, expect, "{name}: {:?}", verdict.reasons());
+    }
+}
+
+proptest! {
+    #[test]
+    fn styled_validation_never_panics(raw in "\\PC{0,300}", short in "\\PC{0,200}") {
+        let rec = record(grade(2));
+        let _ = styled_validator().validate(&raw, &rec, &measured_facts());
+        let mut a = answer(&raw, &[]);
+        a.caption_variants.insert("short".into(), short);
+        let text = serde_json::to_string(&a).unwrap();
+        let _ = styled_validator().validate(&text, &rec, &measured_facts());
     }
 }
