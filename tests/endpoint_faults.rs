@@ -449,3 +449,25 @@ fn without_a_configured_limit_the_servers_headers_still_prevent_a_429_storm() {
     let limited = endpoint.stats().rate_limited.load(Ordering::Relaxed);
     assert!(limited <= ITEMS / 2, "{limited} answers were 429");
 }
+
+/// Answers that break the schema are re-asked with the validator's messages (the repair loop) and
+/// end accepted: requests 2 to 6 violate the schema, and five repair attempts per item are more
+/// than the faults can ever take from one item.
+#[test]
+fn schema_violating_answers_are_repaired_by_a_re_ask_and_accepted() {
+    let case = Case::new();
+    let mut config = std::fs::read_to_string(&case.config).unwrap();
+    config.push_str("\n[prompt]\nrepair_attempts = 5\n");
+    std::fs::write(&case.config, config).unwrap();
+    let endpoint = case.endpoint(&["schema-violation:from=2,to=6"]);
+    let build = case.build(&endpoint);
+    assert!(build.status.success(), "{}", text(&build));
+    assert_eq!(case.assert_all_terminal(), (ITEMS, 0, 0), "{}", text(&build));
+    let faults = endpoint.stats().faults.load(Ordering::Relaxed);
+    assert_eq!(faults, 5, "the scripted schema violations were all sent");
+    // Every violating answer was followed by one more request (its re-ask), and nothing else.
+    assert_eq!(
+        endpoint.stats().requests.load(Ordering::Relaxed),
+        PREFLIGHT + ITEMS + faults
+    );
+}
