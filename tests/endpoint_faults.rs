@@ -462,7 +462,12 @@ fn schema_violating_answers_are_repaired_by_a_re_ask_and_accepted() {
     let endpoint = case.endpoint(&["schema-violation:from=2,to=6"]);
     let build = case.build(&endpoint);
     assert!(build.status.success(), "{}", text(&build));
-    assert_eq!(case.assert_all_terminal(), (ITEMS, 0, 0), "{}", text(&build));
+    assert_eq!(
+        case.assert_all_terminal(),
+        (ITEMS, 0, 0),
+        "{}",
+        text(&build)
+    );
     let faults = endpoint.stats().faults.load(Ordering::Relaxed);
     assert_eq!(faults, 5, "the scripted schema violations were all sent");
     // Every violating answer was followed by one more request (its re-ask), and nothing else.

@@ -726,7 +726,9 @@ async fn handle(shared: &Shared, request: Request) -> Reply {
         ),
         ("GET", "/stats") => json_reply(200, shared.stats.to_json()),
         ("POST", "/v1/chat/completions") => chat(shared, &request.body).await,
-        (method, path) if batch::handles(path) => batch::handle(shared, method, path, &request.body),
+        (method, path) if batch::handles(path) => {
+            batch::handle(shared, method, path, &request.body)
+        }
         _ => json_reply(
             404,
             error_body(
