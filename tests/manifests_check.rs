@@ -105,3 +105,39 @@ fn clean_fixture_passes_and_fatal_errors_fail() {
     assert!(!ok, "{out}");
     assert!(out.contains("no header for `columns.dr_grade`"), "{out}");
 }
+
+#[test]
+fn manifests_check_spelling_with_root_matches_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    // The data lives elsewhere than the manifest's `root` says; --root points at it.
+    let elsewhere = dir.path().join("download");
+    write(
+        &elsewhere,
+        "labels.csv",
+        "image,level\n10_left,0\n10_right,seven\n",
+    );
+    write(&elsewhere, "train/10_left.jpeg", "");
+    write(&elsewhere, "train/10_right.jpeg", "");
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_build-dataset"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let manifest_arg = manifest.to_str().unwrap();
+    let root_arg = elsewhere.to_str().unwrap();
+    let (ok, new) = run(&["manifests", "check", manifest_arg, "--root", root_arg]);
+    assert!(!ok, "a problem fails the check:\n{new}");
+    assert!(new.contains("1 records, 1 problems"), "{new}");
+    let labels = elsewhere.join("labels.csv").display().to_string();
+    assert!(new.contains(&format!("{labels}:3 ")), "{new}");
+    let (ok, old) = run(&["check", "--manifest", manifest_arg, "--root", root_arg]);
+    assert!(!ok);
+    assert_eq!(new, old, "both spellings give the same report");
+}

@@ -1,11 +1,11 @@
-//! `build-dataset check --manifest PATH...`: validates data manifests against the files on disk
+//! `build-dataset manifests check MANIFEST...` (alias `check --manifest PATH...`): validates data manifests against the files on disk
 //! without running the pipeline. Prints, per manifest, the record count, counts per label, and
 //! every problem (missing images, unreadable rows, unknown values, duplicate ids, paths leaving
 //! the root) with its file and line; exits non-zero if there is any.
 
 use anyhow::Result;
 use clap::Args;
-use retina_manifest::{Manifest, ProblemKind, RowProblem};
+use retina_manifest::{Manifest, ProblemKind, ReadItem, RowProblem};
 use retina_records::{ItemId, Record};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -21,6 +21,32 @@ pub struct CheckArgs {
     /// The dataset folder, overriding every manifest's `root`.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+}
+
+/// `build-dataset manifests ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ManifestsCommand {
+    /// Check data manifests against the files on disk, without running the pipeline: counts per
+    /// label, missing images, unreadable rows (file and line), unknown values, duplicate ids.
+    /// Exits non-zero if there is any problem.
+    #[command(
+        after_help = "Examples:\n  build-dataset manifests check data-manifests/eyepacs.toml --root /data/eyepacs\n  build-dataset manifests check data-manifests/papila-od.toml data-manifests/papila-os.toml --root /data/papila"
+    )]
+    Check {
+        /// Data manifests to check.
+        #[arg(value_name = "MANIFEST", required = true)]
+        manifests: Vec<PathBuf>,
+        /// The dataset folder, overriding every manifest's `root`.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+}
+
+/// Runs `manifests check` (the same as `check --manifest ...`).
+pub fn run_manifests(command: ManifestsCommand) -> Result<ExitCode> {
+    match command {
+        ManifestsCommand::Check { manifests, root } => run(&CheckArgs { manifests, root }),
+    }
 }
 
 /// What checking found, for the exit code and for tests.
@@ -68,17 +94,39 @@ pub fn check(args: &CheckArgs) -> (String, CheckSummary) {
             manifest.name(),
             manifest.root().display()
         );
-        let read = match manifest.read() {
-            Ok(read) => read,
+        // An object-storage root: label files fetched to the cache, images checked by listing.
+        if let Err(error) = crate::object_storage::localize(&mut manifest) {
+            let _ = writeln!(out, "error: {error:#}\n");
+            summary.problems += 1;
+            continue;
+        }
+        // Streamed: label counts and ids are kept, not the records.
+        let stream = match manifest.stream() {
+            Ok(stream) => stream,
             Err(error) => {
                 let _ = writeln!(out, "error: {error}\n");
                 summary.problems += 1;
                 continue;
             }
         };
-        let mut problems = read.problems.clone();
-        for record in &read.records {
-            let source = format!("{} ({})", path.display(), record.relative_path);
+        let mut problems = Vec::new();
+        let mut counts = LabelCounts::default();
+        let mut records = 0usize;
+        let mut fatal = None;
+        for item in stream {
+            let record = match item {
+                Ok(ReadItem::Record(record)) => record,
+                Ok(ReadItem::Problem(problem)) => {
+                    problems.push(problem);
+                    continue;
+                }
+                Err(error) => {
+                    fatal = Some(error);
+                    break;
+                }
+            };
+            records += 1;
+            counts.add(&record);
             if let Some(first) = ids.get(&record.id) {
                 problems.push(RowProblem {
                     kind: ProblemKind::Duplicate,
@@ -88,19 +136,18 @@ pub fn check(args: &CheckArgs) -> (String, CheckSummary) {
                     reason: format!("id {} is also the id of {first}", record.id),
                 });
             } else {
+                let source = format!("{} ({})", path.display(), record.relative_path);
                 ids.insert(record.id.clone(), source);
             }
         }
-        summary.records += read.records.len();
-        summary.problems += problems.len();
-        let _ = writeln!(
-            out,
-            "{} records, {} problems",
-            read.records.len(),
-            problems.len()
-        );
-        write_label_counts(&mut out, &read.records);
+        summary.records += records;
+        summary.problems += problems.len() + usize::from(fatal.is_some());
+        let _ = writeln!(out, "{records} records, {} problems", problems.len());
+        counts.write(&mut out);
         write_problems(&mut out, &problems);
+        if let Some(error) = fatal {
+            let _ = writeln!(out, "error: {error} (the rows after it were not read)");
+        }
         out.push('\n');
     }
     let _ = writeln!(
@@ -117,17 +164,20 @@ fn word<T: std::fmt::Debug>(value: &T) -> String {
     format!("{value:?}").to_lowercase()
 }
 
-/// Counts per label value: `  dr_grade: 0=2, 2=1, unlabelled=1`.
-fn write_label_counts(out: &mut String, records: &[Record]) {
-    let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut add = |label: &'static str, value: Option<String>| {
-        *counts
-            .entry(label)
-            .or_default()
-            .entry(value.unwrap_or_else(|| "unlabelled".into()))
-            .or_default() += 1;
-    };
-    for record in records {
+/// Counts per label value, printed as `  dr_grade: 0=2, 2=1, unlabelled=1`.
+#[derive(Default)]
+struct LabelCounts(BTreeMap<&'static str, BTreeMap<String, usize>>);
+
+impl LabelCounts {
+    fn add(&mut self, record: &Record) {
+        let mut add = |label: &'static str, value: Option<String>| {
+            *self
+                .0
+                .entry(label)
+                .or_default()
+                .entry(value.unwrap_or_else(|| "unlabelled".into()))
+                .or_default() += 1;
+        };
         let labels = &record.labels;
         add("laterality", Some(word(&record.laterality)));
         add("split", record.split.clone());
@@ -149,19 +199,22 @@ fn write_label_counts(out: &mut String, records: &[Record]) {
             add("findings", Some(finding.clone()));
         }
     }
-    if counts.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "labels:");
-    for (label, values) in counts {
-        // A label nobody has is noise.
-        if values.len() == 1 && values.contains_key("unlabelled") {
-            continue;
+
+    fn write(self, out: &mut String) {
+        if self.0.is_empty() {
+            return;
         }
-        let mut values: Vec<(String, usize)> = values.into_iter().collect();
-        values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let list: Vec<String> = values.iter().map(|(v, n)| format!("{v}={n}")).collect();
-        let _ = writeln!(out, "  {label}: {}", list.join(", "));
+        let _ = writeln!(out, "labels:");
+        for (label, values) in self.0 {
+            // A label nobody has is noise.
+            if values.len() == 1 && values.contains_key("unlabelled") {
+                continue;
+            }
+            let mut values: Vec<(String, usize)> = values.into_iter().collect();
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let list: Vec<String> = values.iter().map(|(v, n)| format!("{v}={n}")).collect();
+            let _ = writeln!(out, "  {label}: {}", list.join(", "));
+        }
     }
 }
 

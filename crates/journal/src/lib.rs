@@ -64,6 +64,15 @@ pub struct ShardCommit {
     pub items: Vec<(ItemId, ItemState)>,
 }
 
+/// One item as a resuming run sees it ([`Journal::status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemStatus {
+    /// Its row is durable in a committed shard (accepted or rejected): skip it.
+    pub done: bool,
+    /// Failures recorded so far.
+    pub attempts: u32,
+}
+
 /// Number of items in each state that matters for progress and resume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateCounts {
@@ -298,6 +307,32 @@ impl Journal {
             ids.insert(row.map_err(self.sql("read done ids"))?);
         }
         Ok(ids)
+    }
+
+    /// What a new run needs to know about one item: whether it is done and how often it failed.
+    ///
+    /// One indexed lookup (about a few microseconds), so a run can filter a stream of any length
+    /// without loading every done id as [`Journal::done_ids`] does; an unknown id is not done
+    /// and has no attempts.
+    pub fn status(&self, id: &ItemId) -> Result<ItemStatus, JournalError> {
+        let conn = self.lock();
+        let stored: Option<(bool, i64)> = conn
+            .prepare_cached("SELECT shard_seq IS NOT NULL, attempts FROM items WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.sql("read item status"))?;
+        let Some((done, attempts)) = stored else {
+            return Ok(ItemStatus::default());
+        };
+        let attempts = u32::try_from(attempts).map_err(|_| {
+            self.corrupt(
+                &format!("attempts of item {id}"),
+                format!("{attempts} out of range"),
+            )
+        })?;
+        Ok(ItemStatus { done, attempts })
     }
 
     /// Marks items as in flight, all in one transaction. Unknown ids are added.

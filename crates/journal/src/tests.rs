@@ -98,6 +98,34 @@ fn done_ids_excludes_failed_and_in_flight() {
 }
 
 #[test]
+fn status_agrees_with_done_ids_and_attempts() {
+    let (_dir, path) = fresh();
+    let j = Journal::open(&path).unwrap();
+    j.record_failure(&id(1), "endpoint", "timeout").unwrap();
+    j.record_failure(&id(1), "endpoint", "timeout").unwrap();
+    j.commit_shard(&commit("a.parquet", "accepted", &[id(1)]))
+        .unwrap();
+    j.record_failure(&id(2), "io.read", "gone").unwrap();
+    j.commit_shard(&commit("r.parquet", "rejected", &[id(3)]))
+        .unwrap();
+    let reader = Journal::open_read_only(&path).unwrap();
+    let done = j.done_ids().unwrap();
+    for n in 1..=4 {
+        let status = reader.status(&id(n)).unwrap();
+        assert_eq!(status.done, done.contains(id(n).as_str()), "item {n}");
+        assert_eq!(status.attempts, j.attempts(&id(n)).unwrap(), "item {n}");
+    }
+    assert_eq!(
+        reader.status(&id(1)).unwrap(),
+        ItemStatus {
+            done: true,
+            attempts: 2
+        }
+    );
+    assert_eq!(reader.status(&id(4)).unwrap(), ItemStatus::default());
+}
+
+#[test]
 fn failure_attempts_increment_and_keep_last_error() {
     let (_dir, path) = fresh();
     let j = Journal::open(&path).unwrap();

@@ -231,14 +231,16 @@ impl FeatureJoin {
         key: &str,
         problems: &mut Vec<RowProblem>,
     ) -> Result<(), ManifestError> {
-        let table = table::read_csv(
+        // A join needs the whole feature table; it is one row of numbers per image.
+        let table = table::open_csv(
             file,
             &CsvOptions {
                 delimiter: b',',
                 header_row: 1,
                 has_header: true,
             },
-        )?;
+        )?
+        .collect()?;
         let key_index = find_column(&table.headers, &[key.to_string()]).ok_or_else(|| {
             ManifestError::MissingHeader {
                 file: file.to_path_buf(),

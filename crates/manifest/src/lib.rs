@@ -27,6 +27,7 @@ mod error;
 mod normalise;
 mod scan;
 mod spec;
+mod stream;
 mod table;
 mod template;
 
@@ -35,13 +36,14 @@ pub use error::{ManifestError, ProblemKind, RowProblem};
 pub use scan::{
     DEFAULT_LEFT_PATTERNS, DEFAULT_RIGHT_PATTERNS, IMAGE_EXTENSIONS, laterality_from_name,
 };
+pub use stream::{ManifestStream, ReadItem};
 
 use normalise::{DEFAULT_LIST_SEPARATORS, clean, map_value, parse_bool, parse_laterality};
 use retina_records::{Glaucoma, Labels, Laterality, QualityGrade, Record};
 use spec::{Carrier, Field, LateralitySource, ManifestSpec};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use table::{CsvOptions, Row, Table, find_column};
+use table::{CsvOptions, Row, find_column};
 use template::Template;
 
 /// Descriptive facts about a dataset, from the manifest's `[dataset]` table.
@@ -79,6 +81,15 @@ pub struct Manifest {
     separators: Vec<String>,
     left_patterns: Vec<String>,
     right_patterns: Vec<String>,
+    remote_images: Option<RemoteImages>,
+}
+
+/// Images kept in object storage: where they are, and which exist (one listing), so rows are
+/// checked without a request per image. See [`Manifest::set_remote_images`].
+#[derive(Debug, Clone)]
+struct RemoteImages {
+    base_url: String,
+    keys: std::sync::Arc<std::collections::HashSet<String>>,
 }
 
 /// The result of reading a manifest: records in label-file order, and the rows that were skipped.
@@ -136,6 +147,44 @@ impl Manifest {
         &self.source
     }
 
+    /// The root when it is an object-storage URL (`s3://`, `gs://`, `az://`): this crate does no
+    /// network I/O, so the caller fetches [`Manifest::root_files`] to a local folder, makes it the
+    /// root ([`Manifest::set_root`]) and says where the images are
+    /// ([`Manifest::set_remote_images`]).
+    pub fn root_url(&self) -> Option<&str> {
+        if self.remote_images.is_some() {
+            return None;
+        }
+        self.root.to_str().filter(|root| root.contains("://"))
+    }
+
+    /// The files other than images this manifest reads from its root (label file, AutoMorph
+    /// feature files), relative to the root.
+    pub fn root_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = self.spec.labels.file.iter().cloned().collect();
+        files.extend(self.spec.automorph.iter().map(|spec| spec.file.clone()));
+        files
+    }
+
+    /// Images are read from `base_url/<relative path>` instead of the root, and a row's image
+    /// exists when its relative path is in `keys` (a listing of the bucket prefix). The root
+    /// keeps serving the label files. Only label-file carriers (CSV, TXT, XLSX) can use this:
+    /// folder and file-name carriers walk a local folder.
+    pub fn set_remote_images(&mut self, base_url: String, keys: std::collections::HashSet<String>) {
+        self.remote_images = Some(RemoteImages {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            keys: std::sync::Arc::new(keys),
+        });
+    }
+
+    /// Where the image at `relative` is read from: below the root, or its URL.
+    fn image_location(&self, relative: &str) -> PathBuf {
+        match &self.remote_images {
+            Some(remote) => PathBuf::from(format!("{}/{relative}", remote.base_url)),
+            None => self.root.join(relative),
+        }
+    }
+
     /// The label file this manifest reads, if its carrier has one (resolved against the root).
     pub fn label_file(&self) -> Option<PathBuf> {
         self.spec.labels.file.as_ref().map(|f| self.root.join(f))
@@ -149,10 +198,54 @@ impl Manifest {
     /// A row with any problem is skipped as a whole (its labels are not trustworthy), and when
     /// two rows name the same image the first is kept.
     pub fn read(&self) -> Result<ManifestRead, ManifestError> {
+        self.stream()?.collect_read()
+    }
+
+    /// Reads the manifest as a stream: records and row problems in label-file order, one row at
+    /// a time, so a label file of any length is read in bounded memory (CSV and TXT row by row,
+    /// folder and file-name carriers by a sorted directory walk; an XLSX workbook is read whole,
+    /// then handed out row by row). Fatal problems found when opening (label file missing,
+    /// required header missing) are `Err` here; one found later (a CSV that stops parsing) ends
+    /// the stream with an `Err` item. Same rules as [`Manifest::read`] otherwise.
+    ///
+    /// Duplicate detection keeps one 64-bit hash (and a line number) per row read, not the rows.
+    pub fn stream(&self) -> Result<ManifestStream, ManifestError> {
         match self.spec.labels.carrier {
-            Carrier::Csv | Carrier::Txt | Carrier::Xlsx => self.read_table(),
-            Carrier::Folder | Carrier::FileName | Carrier::None => self.read_scanned(),
+            Carrier::Csv | Carrier::Txt | Carrier::Xlsx => self.stream_table(),
+            Carrier::Folder | Carrier::FileName | Carrier::None => self.stream_scanned(),
         }
+    }
+
+    /// A cheap estimate of how many records [`Manifest::stream`] yields, for a progress total:
+    /// the data rows of a CSV or TXT label file (times two for one row per patient), counted in
+    /// one pass without keeping them. `None` for workbooks and scanned folders (unknown until
+    /// read) or when the file cannot be read.
+    pub fn estimated_items(&self) -> Option<u64> {
+        let labels = &self.spec.labels;
+        let file = self.root.join(labels.file.as_deref()?);
+        let delimiter = match labels.carrier {
+            Carrier::Csv => Some(
+                labels
+                    .delimiter
+                    .as_deref()
+                    .and_then(|d| d.bytes().next())
+                    .unwrap_or(b','),
+            ),
+            Carrier::Txt => None,
+            _ => return None,
+        };
+        let default_header = labels.carrier == Carrier::Csv;
+        let header_rows = if labels.has_header.unwrap_or(default_header) {
+            labels.header_row.unwrap_or(1)
+        } else {
+            0
+        };
+        let rows = table::count_rows(&file, delimiter, header_rows)?;
+        Some(if self.spec.eyes.expands() {
+            rows * 2
+        } else {
+            rows
+        })
     }
 
     fn load(text: &str, base_dir: &Path, source: String) -> Result<Manifest, ManifestError> {
@@ -188,7 +281,8 @@ impl Manifest {
         }
         let root = {
             let root = Path::new(&dataset.root);
-            if root.is_absolute() {
+            // An object-storage URL is kept as written (see `root_url`).
+            if root.is_absolute() || dataset.root.contains("://") {
                 root.to_path_buf()
             } else {
                 base_dir.join(root)
@@ -496,32 +590,34 @@ impl Manifest {
             separators,
             left_patterns,
             right_patterns,
+            remote_images: None,
         })
     }
 
-    fn read_table(&self) -> Result<ManifestRead, ManifestError> {
+    fn stream_table(&self) -> Result<ManifestStream, ManifestError> {
         let labels = &self.spec.labels;
         let file = self.root.join(labels.file.as_deref().unwrap_or_default());
         let table = if labels.carrier == Carrier::Txt {
-            table::read_txt(
+            table::open_txt(
                 &file,
                 labels.has_header.unwrap_or(false),
                 labels.header_row.unwrap_or(1),
             )?
         } else if labels.carrier == Carrier::Xlsx {
-            table::read_xlsx(
+            // Workbooks are small (a few thousand rows) and zipped XML: read whole.
+            table::table_rows(table::read_xlsx(
                 &file,
                 labels.sheet.as_deref(),
                 labels.has_header.unwrap_or(true),
                 labels.header_row.unwrap_or(1),
-            )?
+            )?)
         } else {
             let delimiter = labels
                 .delimiter
                 .as_deref()
                 .and_then(|d| d.bytes().next())
                 .unwrap_or(b',');
-            table::read_csv(
+            table::open_csv(
                 &file,
                 &CsvOptions {
                     delimiter,
@@ -530,79 +626,114 @@ impl Manifest {
                 },
             )?
         };
-        let plan = self.plan(&file, &table, None)?;
-        let mut read = ManifestRead::default();
-        let features = self.load_features(&mut read.problems)?;
-        let mut seen: HashMap<String, Option<usize>> = HashMap::new();
-        for row in &table.rows {
-            // One patient row yields a record per eye (ODIR); otherwise the row is one image.
-            let eyes: Vec<Option<Eye>> = if plan.expands {
-                let present: Vec<Option<Eye>> = [Eye::Left, Eye::Right]
-                    .into_iter()
-                    .filter(|eye| {
-                        plan.eye(*eye)
-                            .image
-                            .is_some_and(|i| !row.cell(i).is_empty())
-                    })
-                    .map(Some)
-                    .collect();
-                if present.is_empty() {
-                    read.problems.push(RowProblem {
-                        kind: ProblemKind::Unreadable,
-                        file: file.clone(),
-                        row: row.line,
-                        item: None,
-                        reason: "both eyes' image cells are empty".into(),
-                    });
-                    continue;
+        let plan = self.plan(&file, &table.headers, None)?;
+        let mut early = Vec::new();
+        let features = self.load_features(&mut early)?;
+        let mut ready: VecDeque<ReadItem> = early.into_iter().map(ReadItem::Problem).collect();
+        let manifest = self.clone();
+        let mut rows = table.rows;
+        let mut seen: HashMap<u64, Option<usize>> = HashMap::new();
+        let mut ended = false;
+        Ok(ManifestStream::new(std::iter::from_fn(move || {
+            loop {
+                if let Some(item) = ready.pop_front() {
+                    return Some(Ok(item));
                 }
-                present
-            } else {
-                vec![None]
+                if ended {
+                    return None;
+                }
+                match rows.next() {
+                    None => ended = true,
+                    Some(Err(error)) => {
+                        ended = true;
+                        return Some(Err(error));
+                    }
+                    Some(Ok(row)) => {
+                        manifest.table_row(&plan, &row, &file, &features, &mut seen, &mut ready)
+                    }
+                }
+            }
+        })))
+    }
+
+    /// Turns one label row into its record(s) or problems, appended to `out`.
+    fn table_row(
+        &self,
+        plan: &Plan,
+        row: &Row,
+        file: &Path,
+        features: &automorph::FeatureJoin,
+        seen: &mut HashMap<u64, Option<usize>>,
+        out: &mut VecDeque<ReadItem>,
+    ) {
+        // One patient row yields a record per eye (ODIR); otherwise the row is one image.
+        let eyes: Vec<Option<Eye>> = if plan.expands {
+            let present: Vec<Option<Eye>> = [Eye::Left, Eye::Right]
+                .into_iter()
+                .filter(|eye| {
+                    plan.eye(*eye)
+                        .image
+                        .is_some_and(|i| !row.cell(i).is_empty())
+                })
+                .map(Some)
+                .collect();
+            if present.is_empty() {
+                out.push_back(ReadItem::Problem(RowProblem {
+                    kind: ProblemKind::Unreadable,
+                    file: file.to_path_buf(),
+                    row: row.line,
+                    item: None,
+                    reason: "both eyes' image cells are empty".into(),
+                }));
+                return;
+            }
+            present
+        } else {
+            vec![None]
+        };
+        for eye in eyes {
+            let image_index = match eye {
+                Some(eye) => plan.eye(eye).image,
+                None => plan.image,
             };
-            for eye in eyes {
-                let image_index = match eye {
-                    Some(eye) => plan.eye(eye).image,
-                    None => plan.image,
-                };
-                let item = image_index
-                    .map(|index| row.cell(index).to_string())
-                    .filter(|cell| !cell.is_empty());
-                let problem = |kind: ProblemKind, reason: String| RowProblem {
+            let item = image_index
+                .map(|index| row.cell(index).to_string())
+                .filter(|cell| !cell.is_empty());
+            let problem = |kind: ProblemKind, reason: String| {
+                ReadItem::Problem(RowProblem {
                     kind,
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                     row: row.line,
                     item: item.clone(),
                     reason,
-                };
-                let relative = match self.find_image(&plan, row, eye) {
-                    Ok(relative) => relative,
-                    Err((kind, reason)) => {
-                        read.problems.push(problem(kind, reason));
+                })
+            };
+            let relative = match self.find_image(plan, row, eye) {
+                Ok(relative) => relative,
+                Err((kind, reason)) => {
+                    out.push_back(problem(kind, reason));
+                    continue;
+                }
+            };
+            match self.record(plan, row, &relative, eye) {
+                Ok(mut record) => {
+                    // A hash, not the path: duplicate detection costs a few bytes per row.
+                    let key = path_hash(&record.relative_path);
+                    if let Some(first) = seen.get(&key) {
+                        let at = first.map_or(String::new(), |line| format!(" on row {line}"));
+                        out.push_back(problem(
+                            ProblemKind::Duplicate,
+                            format!("duplicate of `{relative}`{at}; the first row is kept"),
+                        ));
                         continue;
                     }
-                };
-                match self.record(&plan, row, &relative, eye) {
-                    Ok(mut record) => {
-                        if let Some(first) = seen.get(&record.relative_path) {
-                            let at = first.map_or(String::new(), |line| format!(" on row {line}"));
-                            read.problems.push(problem(
-                                ProblemKind::Duplicate,
-                                format!("duplicate of `{relative}`{at}; the first row is kept"),
-                            ));
-                            continue;
-                        }
-                        seen.insert(record.relative_path.clone(), row.line);
-                        features.attach(&mut record);
-                        read.records.push(record);
-                    }
-                    Err(reason) => read
-                        .problems
-                        .push(problem(ProblemKind::UnknownValue, reason)),
+                    seen.insert(key, row.line);
+                    features.attach(&mut record);
+                    out.push_back(ReadItem::Record(record));
                 }
+                Err(reason) => out.push_back(problem(ProblemKind::UnknownValue, reason)),
             }
         }
-        Ok(read)
     }
 
     /// Loads the `[[automorph]]` feature files (none: an empty join).
@@ -617,18 +748,26 @@ impl Manifest {
         Ok(join)
     }
 
-    fn read_scanned(&self) -> Result<ManifestRead, ManifestError> {
+    fn stream_scanned(&self) -> Result<ManifestStream, ManifestError> {
         let dir = match &self.spec.images.dir {
             Some(dir) => self.root.join(dir),
             None => self.root.clone(),
         };
+        if self.remote_images.is_some() {
+            return Err(ManifestError::Invalid {
+                manifest: self.source.clone(),
+                key: "dataset.root".into(),
+                reason: "folder and file-name carriers walk a local folder: an object-storage \
+                         root needs a csv, txt or xlsx label file"
+                    .to_string(),
+            });
+        }
         let extensions: Vec<String> = if self.extensions.is_empty() {
             IMAGE_EXTENSIONS.iter().map(|s| s.to_string()).collect()
         } else {
             self.extensions.clone()
         };
-        let mut read = ManifestRead::default();
-        let found = scan::scan(&dir, &self.root, &extensions, &mut read.problems)?;
+        let walk = scan::Walk::new(&dir, &self.root, &extensions)?;
         let mut headers: Vec<String> = SCAN_COLUMNS.iter().map(|s| s.to_string()).collect();
         let captures: Vec<String> = self
             .name_pattern
@@ -640,72 +779,86 @@ impl Manifest {
         if self.spec.labels.carrier == Carrier::Folder {
             raw_candidates.push("folder");
         }
-        let empty = Table {
-            headers,
-            rows: Vec::new(),
-        };
-        let plan = self.plan(&dir, &empty, Some(&raw_candidates))?;
-        let features = self.load_features(&mut read.problems)?;
-        for image in found {
-            let problem = |reason: String| RowProblem {
-                kind: ProblemKind::Unreadable,
-                file: image.path.clone(),
-                row: None,
-                item: Some(image.relative.clone()),
-                reason,
-            };
-            let stem = scan::stem_of(&image.relative);
-            let name = image.relative.rsplit('/').next().unwrap_or(&image.relative);
-            let folder = image.relative.rsplit_once('/').map_or("", |(parent, _)| {
-                parent.rsplit('/').next().unwrap_or(parent)
-            });
-            let ext = name.rsplit_once('.').map_or("", |(_, ext)| ext);
-            let mut cells = vec![
-                image.relative.clone(),
-                name.to_string(),
-                stem.to_string(),
-                folder.to_string(),
-                ext.to_string(),
-            ];
-            if let Some(pattern) = &self.name_pattern {
-                match pattern.captures(stem) {
-                    Some(found) => cells.extend(found.into_iter().map(|(_, value)| value)),
-                    None => {
-                        read.problems.push(problem(format!(
-                            "file name `{stem}` does not match labels.name_pattern"
-                        )));
-                        continue;
-                    }
-                }
+        let plan = self.plan(&dir, &headers, Some(&raw_candidates))?;
+        let mut early = Vec::new();
+        let features = self.load_features(&mut early)?;
+        let mut early = early.into_iter();
+        let manifest = self.clone();
+        let mut walk = walk;
+        Ok(ManifestStream::new(std::iter::from_fn(move || {
+            if let Some(problem) = early.next() {
+                return Some(Ok(ReadItem::Problem(problem)));
             }
-            let row = Row { line: None, cells };
-            match self.record(&plan, &row, &image.relative, None) {
-                Ok(mut record) => {
-                    features.attach(&mut record);
-                    read.records.push(record)
+            let image = match walk.next()? {
+                scan::Walked::Found(image) => image,
+                scan::Walked::Problem(problem) => return Some(Ok(ReadItem::Problem(problem))),
+            };
+            Some(Ok(manifest.scanned_image(&plan, &features, image)))
+        })))
+    }
+
+    /// The record (or problem) of one image found by a folder walk.
+    fn scanned_image(
+        &self,
+        plan: &Plan,
+        features: &automorph::FeatureJoin,
+        image: scan::Found,
+    ) -> ReadItem {
+        let problem = |reason: String| RowProblem {
+            kind: ProblemKind::Unreadable,
+            file: image.path.clone(),
+            row: None,
+            item: Some(image.relative.clone()),
+            reason,
+        };
+        let stem = scan::stem_of(&image.relative);
+        let name = image.relative.rsplit('/').next().unwrap_or(&image.relative);
+        let folder = image.relative.rsplit_once('/').map_or("", |(parent, _)| {
+            parent.rsplit('/').next().unwrap_or(parent)
+        });
+        let ext = name.rsplit_once('.').map_or("", |(_, ext)| ext);
+        let mut cells = vec![
+            image.relative.clone(),
+            name.to_string(),
+            stem.to_string(),
+            folder.to_string(),
+            ext.to_string(),
+        ];
+        if let Some(pattern) = &self.name_pattern {
+            match pattern.captures(stem) {
+                Some(found) => cells.extend(found.into_iter().map(|(_, value)| value)),
+                None => {
+                    return ReadItem::Problem(problem(format!(
+                        "file name `{stem}` does not match labels.name_pattern"
+                    )));
                 }
-                Err(reason) => read.problems.push(RowProblem {
-                    kind: ProblemKind::UnknownValue,
-                    ..problem(reason)
-                }),
             }
         }
-        Ok(read)
+        let row = Row { line: None, cells };
+        match self.record(plan, &row, &image.relative, None) {
+            Ok(mut record) => {
+                features.attach(&mut record);
+                ReadItem::Record(record)
+            }
+            Err(reason) => ReadItem::Problem(RowProblem {
+                kind: ProblemKind::UnknownValue,
+                ..problem(reason)
+            }),
+        }
     }
 
     /// Resolves every header the manifest needs, failing with the aliases tried.
     fn plan(
         &self,
         file: &Path,
-        table: &Table,
+        headers: &[String],
         raw_filter: Option<&[&str]>,
     ) -> Result<Plan, ManifestError> {
-        let headers = &table.headers;
         let missing = |key: String, tried: Vec<String>| ManifestError::MissingHeader {
             file: file.to_path_buf(),
             key,
             tried,
-            found: headers.clone(),
+            found: headers.to_vec(),
         };
         let mut plan = Plan::default();
         for (field, aliases) in self.spec.columns.mapped() {
@@ -860,6 +1013,13 @@ impl Manifest {
                     .collect()
             };
             for candidate in candidates {
+                if let Some(remote) = &self.remote_images {
+                    if remote.keys.contains(&candidate) {
+                        return Ok(candidate);
+                    }
+                    tried.push(candidate);
+                    continue;
+                }
                 let path = self.root.join(&candidate);
                 if path.is_file() {
                     // A symlink (the file or a folder on the way) may lead out of the root.
@@ -888,7 +1048,7 @@ impl Manifest {
         relative: &str,
         eye: Option<Eye>,
     ) -> Result<Record, String> {
-        let mut record = Record::new(&self.info.name, relative, self.root.join(relative));
+        let mut record = Record::new(&self.info.name, relative, self.image_location(relative));
         let mut labels = Labels::default();
         let mut split = None;
         let mut reasons = Vec::new();
@@ -1078,6 +1238,12 @@ fn safe_relative(rendered: &str) -> Result<String, String> {
 /// Records are sorted by relative path; ids are derived from `dataset` and the path relative to
 /// `dir`. Unreadable subfolders are problems; an unreadable `dir` is an error.
 pub fn read_image_folder(dir: &Path, dataset: &str) -> Result<ManifestRead, ManifestError> {
+    stream_image_folder(dir, dataset)?.collect_read()
+}
+
+/// [`read_image_folder`] as a stream (a sorted directory walk holding one listing per open
+/// folder): records and problems as they are found.
+pub fn stream_image_folder(dir: &Path, dataset: &str) -> Result<ManifestStream, ManifestError> {
     let extensions: Vec<String> = IMAGE_EXTENSIONS.iter().map(|s| s.to_string()).collect();
     let left: Vec<String> = DEFAULT_LEFT_PATTERNS
         .iter()
@@ -1087,14 +1253,28 @@ pub fn read_image_folder(dir: &Path, dataset: &str) -> Result<ManifestRead, Mani
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let mut read = ManifestRead::default();
-    let found = scan::scan(dir, dir, &extensions, &mut read.problems)?;
-    for image in found {
-        let mut record = Record::new(dataset, &image.relative, image.path);
-        record.laterality = laterality_from_name(scan::stem_of(&image.relative), &left, &right);
-        read.records.push(record);
-    }
-    Ok(read)
+    let walk = scan::Walk::new(dir, dir, &extensions)?;
+    let dataset = dataset.to_string();
+    Ok(ManifestStream::new(walk.map(move |item| {
+        Ok(match item {
+            scan::Walked::Found(image) => {
+                let mut record = Record::new(&dataset, &image.relative, image.path);
+                record.laterality =
+                    laterality_from_name(scan::stem_of(&image.relative), &left, &right);
+                ReadItem::Record(record)
+            }
+            scan::Walked::Problem(problem) => ReadItem::Problem(problem),
+        })
+    })))
+}
+
+/// A 64-bit hash of a relative path for duplicate detection within one read. Two distinct
+/// paths collide with odds of about 1 in 10^7 for a million rows (the birthday bound).
+fn path_hash(relative: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    relative.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]

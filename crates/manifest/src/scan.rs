@@ -2,6 +2,7 @@
 
 use crate::{ManifestError, ProblemKind, RowProblem};
 use retina_records::Laterality;
+use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 
 /// Extensions scanned when the manifest lists none (compared ignoring case).
@@ -55,6 +56,7 @@ pub(crate) struct Found {
 /// sorted by relative path to `root` so the order is stable. Hidden entries (`.DS_Store`,
 /// macOS `._x.jpg` forks) are skipped, and symlinked folders are not followed (no loops).
 /// Unreadable subfolders become problems; an unreadable `dir` is an error.
+#[cfg(test)]
 pub(crate) fn scan(
     dir: &Path,
     root: &Path,
@@ -62,63 +64,149 @@ pub(crate) fn scan(
     problems: &mut Vec<RowProblem>,
 ) -> Result<Vec<Found>, ManifestError> {
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::ReadLabels {
-        file: dir.to_path_buf(),
-        source,
-    })?;
-    let mut pending = vec![(dir.to_path_buf(), entries)];
-    while let Some((folder, entries)) = pending.pop() {
+    for item in Walk::new(dir, root, extensions)? {
+        match item {
+            Walked::Found(file) => found.push(file),
+            Walked::Problem(problem) => problems.push(problem),
+        }
+    }
+    Ok(found)
+}
+
+/// What a [`Walk`] yields: an image file, or a folder or symlink it could not use.
+#[derive(Debug)]
+pub(crate) enum Walked {
+    Found(Found),
+    Problem(RowProblem),
+}
+
+/// One folder entry waiting to be visited; `key` sorts folders as `name/` so a depth-first walk
+/// in key order yields the same order as sorting every relative path.
+struct Entry {
+    key: String,
+    path: PathBuf,
+    is_dir: bool,
+    is_file: bool,
+    is_symlink: bool,
+}
+
+/// A depth-first, sorted walk that holds one listing per open folder (not every file found), so
+/// a folder carrier over a million images streams. Same rules as [`scan`].
+pub(crate) struct Walk {
+    root: PathBuf,
+    extensions: Vec<String>,
+    stack: Vec<std::vec::IntoIter<Entry>>,
+    problems: VecDeque<RowProblem>,
+}
+
+impl Walk {
+    /// Starts a walk of `dir`; an unreadable `dir` is an error.
+    pub(crate) fn new(
+        dir: &Path,
+        root: &Path,
+        extensions: &[String],
+    ) -> Result<Walk, ManifestError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::ReadLabels {
+            file: dir.to_path_buf(),
+            source,
+        })?;
+        let mut walk = Walk {
+            root: root.to_path_buf(),
+            extensions: extensions.to_vec(),
+            stack: Vec::new(),
+            problems: VecDeque::new(),
+        };
+        let listing = walk.listing(dir, entries);
+        walk.stack.push(listing);
+        Ok(walk)
+    }
+
+    fn listing(&mut self, folder: &Path, entries: std::fs::ReadDir) -> std::vec::IntoIter<Entry> {
+        let mut list = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
-                    problems.push(folder_problem(&folder, &error));
+                    self.problems.push_back(folder_problem(folder, &error));
                     continue;
                 }
             };
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
                 continue;
             }
-            let path = entry.path();
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if kind.is_dir() {
+            let key = if kind.is_dir() {
+                format!("{name}/")
+            } else {
+                name
+            };
+            list.push(Entry {
+                key,
+                path: entry.path(),
+                is_dir: kind.is_dir(),
+                is_file: kind.is_file(),
+                is_symlink: kind.is_symlink(),
+            });
+        }
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+        list.into_iter()
+    }
+}
+
+impl Iterator for Walk {
+    type Item = Walked;
+
+    fn next(&mut self) -> Option<Walked> {
+        loop {
+            if let Some(problem) = self.problems.pop_front() {
+                return Some(Walked::Problem(problem));
+            }
+            let entry = match self.stack.last_mut()?.next() {
+                Some(entry) => entry,
+                None => {
+                    self.stack.pop();
+                    continue;
+                }
+            };
+            let path = entry.path;
+            if entry.is_dir {
                 match std::fs::read_dir(&path) {
-                    Ok(sub) => pending.push((path, sub)),
-                    Err(error) => problems.push(folder_problem(&path, &error)),
+                    Ok(sub) => {
+                        let listing = self.listing(&path, sub);
+                        self.stack.push(listing);
+                    }
+                    Err(error) => self.problems.push_back(folder_problem(&path, &error)),
                 }
                 continue;
             }
             // A symlink to a file counts; a symlink to a folder is not followed.
-            if !path.is_file() {
+            if !entry.is_file && !path.is_file() {
                 continue;
             }
             let wanted = path
                 .extension()
                 .map(|ext| ext.to_string_lossy())
-                .is_some_and(|ext| extensions.iter().any(|e| e.eq_ignore_ascii_case(&ext)));
+                .is_some_and(|ext| self.extensions.iter().any(|e| e.eq_ignore_ascii_case(&ext)));
             if !wanted {
                 continue;
             }
-            if kind.is_symlink() && !inside_root(&path, root) {
-                problems.push(RowProblem {
+            if entry.is_symlink && !inside_root(&path, &self.root) {
+                return Some(Walked::Problem(RowProblem {
                     kind: ProblemKind::OutsideRoot,
-                    file: path.clone(),
+                    item: relative_to(&path, &self.root),
+                    file: path,
                     row: None,
-                    item: relative_to(&path, root),
                     reason: "symlink resolves outside the dataset root".into(),
-                });
-                continue;
+                }));
             }
-            if let Some(relative) = relative_to(&path, root) {
-                found.push(Found { relative, path });
+            if let Some(relative) = relative_to(&path, &self.root) {
+                return Some(Walked::Found(Found { relative, path }));
             }
         }
     }
-    found.sort_by(|a, b| a.relative.cmp(&b.relative));
-    Ok(found)
 }
 
 fn folder_problem(folder: &Path, error: &std::io::Error) -> RowProblem {

@@ -1,7 +1,13 @@
-//! Reading CSV and whitespace-separated TXT label files into headers and rows.
+//! Reading CSV and whitespace-separated TXT label files into headers and rows, one row at a time.
+//!
+//! CSV and TXT files are streamed: only the reader's buffer and the current row are in memory,
+//! whatever the file's length. XLSX workbooks are read whole (they are small: spreadsheets of a
+//! few thousand rows) and then handed out row by row like the others.
 
 use crate::ManifestError;
 use crate::normalise::clean;
+use std::collections::VecDeque;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// One data row: its 1-based line in the file and its cells (untrimmed).
@@ -25,6 +31,26 @@ pub(crate) struct Table {
     pub rows: Vec<Row>,
 }
 
+/// Rows as they are read; after an `Err` the iterator ends.
+pub(crate) type Rows = Box<dyn Iterator<Item = Result<Row, ManifestError>> + Send>;
+
+/// A label file opened for streaming: its headers, and the data rows still to read.
+pub(crate) struct OpenTable {
+    pub headers: Vec<String>,
+    pub rows: Rows,
+}
+
+impl OpenTable {
+    /// Reads every remaining row (tests and small files).
+    pub fn collect(self) -> Result<Table, ManifestError> {
+        let rows = self.rows.collect::<Result<Vec<Row>, ManifestError>>()?;
+        Ok(Table {
+            headers: self.headers,
+            rows,
+        })
+    }
+}
+
 /// How to parse a delimited file.
 #[derive(Debug, Clone)]
 pub(crate) struct CsvOptions {
@@ -34,116 +60,263 @@ pub(crate) struct CsvOptions {
     pub has_header: bool,
 }
 
-/// Reads a delimited file. Cells are decoded as UTF-8, replacing invalid bytes.
-pub(crate) fn read_csv(file: &Path, options: &CsvOptions) -> Result<Table, ManifestError> {
-    let bytes = std::fs::read(file).map_err(|source| ManifestError::ReadLabels {
+fn open_file(file: &Path) -> Result<std::fs::File, ManifestError> {
+    std::fs::File::open(file).map_err(|source| ManifestError::ReadLabels {
         file: file.to_path_buf(),
         source,
-    })?;
-    parse_csv(file, &bytes, options)
+    })
 }
 
+/// Opens a delimited file for streaming. Cells are decoded as UTF-8, replacing invalid bytes.
+/// A file without a header is read twice: once for its widest row (the column count).
+pub(crate) fn open_csv(file: &Path, options: &CsvOptions) -> Result<OpenTable, ManifestError> {
+    let rows = csv_rows(file, open_file(file)?, options.delimiter);
+    let owned = file.to_path_buf();
+    let delimiter = options.delimiter;
+    with_header(
+        file,
+        rows,
+        options.has_header,
+        options.header_row,
+        move || Ok(csv_rows(&owned, open_file(&owned)?, delimiter)),
+    )
+}
+
+#[cfg(test)]
 pub(crate) fn parse_csv(
     file: &Path,
     bytes: &[u8],
     options: &CsvOptions,
 ) -> Result<Table, ManifestError> {
+    let owned = bytes.to_vec();
+    let reopen = owned.clone();
+    let path = file.to_path_buf();
+    let delimiter = options.delimiter;
+    let rows = csv_rows(file, std::io::Cursor::new(owned), delimiter);
+    with_header(
+        file,
+        rows,
+        options.has_header,
+        options.header_row,
+        move || Ok(csv_rows(&path, std::io::Cursor::new(reopen), delimiter)),
+    )?
+    .collect()
+}
+
+/// Remembers where every `\n` and `\r` passed, so a record's line can be told from its byte
+/// offset after the CSV reader has buffered past it. Marks are dropped as records consume them,
+/// so at most a buffer's worth is held.
+struct LineMarks<R> {
+    inner: R,
+    offset: u64,
+    /// (byte offset, is `\n`) of every line-break byte not yet consumed.
+    marks: VecDeque<(u64, bool)>,
+}
+
+impl<R: Read> Read for LineMarks<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, byte) in buf[..n].iter().enumerate() {
+            if matches!(byte, b'\n' | b'\r') {
+                self.marks
+                    .push_back((self.offset + i as u64, *byte == b'\n'));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams the records of a delimited file (no header handling), each with its 1-based line.
+fn csv_rows<R: Read + Send + 'static>(file: &Path, reader: R, delimiter: u8) -> Rows {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .delimiter(options.delimiter)
-        .from_reader(bytes);
-    let mut records = Vec::new();
-    let (mut counted_to, mut newlines) = (0usize, 0usize);
-    for result in reader.byte_records() {
-        let record = result.map_err(|error| ManifestError::Malformed {
-            file: file.to_path_buf(),
-            reason: format!("unparseable CSV: {error}"),
-        })?;
-        // Counted from the byte offset (incrementally: records come in order), because the
-        // reader's own line count skips blank lines.
+        .delimiter(delimiter)
+        .from_reader(LineMarks {
+            inner: reader,
+            offset: 0,
+            marks: VecDeque::new(),
+        });
+    let file = file.to_path_buf();
+    let mut record = csv::ByteRecord::new();
+    let mut newlines = 0usize;
+    let mut failed = false;
+    Box::new(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(error) => {
+                failed = true;
+                return Some(Err(ManifestError::Malformed {
+                    file: file.clone(),
+                    reason: format!("unparseable CSV: {error}"),
+                }));
+            }
+        }
+        // Counted from the byte offset, because the reader's own line count skips blank lines.
         let line = record.position().map(|p| {
-            let mut start = usize::try_from(p.byte()).unwrap_or(usize::MAX);
+            let marks = &mut reader.get_mut().marks;
+            let mut start = p.byte();
+            while let Some(&(at, lf)) = marks.front() {
+                if at >= start {
+                    break;
+                }
+                newlines += usize::from(lf);
+                marks.pop_front();
+            }
             // The position can point at blank lines the reader skipped before the record.
-            while matches!(bytes.get(start), Some(b'\n' | b'\r')) {
+            while let Some(&(at, lf)) = marks.front() {
+                if at != start {
+                    break;
+                }
+                newlines += usize::from(lf);
+                marks.pop_front();
                 start += 1;
             }
-            let between = bytes.get(counted_to..start).unwrap_or_default();
-            newlines += between.iter().filter(|b| **b == b'\n').count();
-            counted_to = counted_to.max(start);
             newlines + 1
         });
         let cells = record
             .iter()
             .map(|cell| String::from_utf8_lossy(cell).into_owned())
             .collect();
-        records.push(Row { line, cells });
-    }
-    into_table(file, records, options.has_header, options.header_row)
+        Some(Ok(Row { line, cells }))
+    }))
 }
 
-/// Reads a whitespace-separated file (one row per non-blank line).
-pub(crate) fn read_txt(
+/// Opens a whitespace-separated file (one row per non-blank line) for streaming.
+pub(crate) fn open_txt(
     file: &Path,
     has_header: bool,
     header_row: usize,
-) -> Result<Table, ManifestError> {
-    let bytes = std::fs::read(file).map_err(|source| ManifestError::ReadLabels {
-        file: file.to_path_buf(),
-        source,
-    })?;
-    parse_txt(file, &bytes, has_header, header_row)
+) -> Result<OpenTable, ManifestError> {
+    let rows = txt_rows(file, std::io::BufReader::new(open_file(file)?));
+    let owned = file.to_path_buf();
+    with_header(file, rows, has_header, header_row, move || {
+        Ok(txt_rows(
+            &owned,
+            std::io::BufReader::new(open_file(&owned)?),
+        ))
+    })
 }
 
+#[cfg(test)]
 pub(crate) fn parse_txt(
     file: &Path,
     bytes: &[u8],
     has_header: bool,
     header_row: usize,
 ) -> Result<Table, ManifestError> {
-    let text = String::from_utf8_lossy(bytes);
-    let records = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !clean(line).is_empty())
-        .map(|(index, line)| Row {
-            line: Some(index + 1),
-            cells: clean(line).split_whitespace().map(str::to_string).collect(),
-        })
-        .collect();
-    into_table(file, records, has_header, header_row)
+    let owned = bytes.to_vec();
+    let reopen = owned.clone();
+    let path = file.to_path_buf();
+    let rows = txt_rows(file, std::io::Cursor::new(owned));
+    with_header(file, rows, has_header, header_row, move || {
+        Ok(txt_rows(&path, std::io::Cursor::new(reopen)))
+    })?
+    .collect()
 }
 
-fn into_table(
+/// Streams the non-blank lines of a text file, split on whitespace, with 1-based line numbers.
+fn txt_rows<R: BufRead + Send + 'static>(file: &Path, mut reader: R) -> Rows {
+    let file = file.to_path_buf();
+    let mut line_no = 0usize;
+    let mut buf = Vec::new();
+    let mut failed = false;
+    Box::new(std::iter::from_fn(move || {
+        while !failed {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(source) => {
+                    failed = true;
+                    return Some(Err(ManifestError::ReadLabels {
+                        file: file.clone(),
+                        source,
+                    }));
+                }
+            }
+            line_no += 1;
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            let text = clean(text);
+            if text.is_empty() {
+                continue;
+            }
+            return Some(Ok(Row {
+                line: Some(line_no),
+                cells: text.split_whitespace().map(str::to_string).collect(),
+            }));
+        }
+        None
+    }))
+}
+
+/// Splits off the header: the `header_row`-th row (rows before it are dropped), or, without a
+/// header, column numbers `0..width` where `width` is the widest row (read by `reopen`'s pass).
+fn with_header(
     file: &Path,
-    mut records: Vec<Row>,
+    mut rows: Rows,
     has_header: bool,
     header_row: usize,
-) -> Result<Table, ManifestError> {
+    reopen: impl FnOnce() -> Result<Rows, ManifestError>,
+) -> Result<OpenTable, ManifestError> {
     if !has_header {
-        let width = records.iter().map(|r| r.cells.len()).max().unwrap_or(0);
+        let mut width = 0;
+        for row in reopen()? {
+            width = width.max(row?.cells.len());
+        }
         let headers = (0..width).map(|i| i.to_string()).collect();
-        return Ok(Table {
-            headers,
-            rows: records,
-        });
+        return Ok(OpenTable { headers, rows });
     }
-    let header_index = header_row.saturating_sub(1);
-    if header_index >= records.len() {
-        return Err(ManifestError::Malformed {
-            file: file.to_path_buf(),
-            reason: format!(
-                "the header should be on row {header_row} but the file has {} non-blank rows",
-                records.len()
-            ),
-        });
+    let wanted = header_row.max(1);
+    let mut seen = 0usize;
+    for row in rows.by_ref() {
+        let row = row?;
+        seen += 1;
+        if seen == wanted {
+            let headers = row.cells.iter().map(|c| clean(c).to_string()).collect();
+            return Ok(OpenTable { headers, rows });
+        }
     }
-    let rows = records.split_off(header_index + 1);
-    let headers = records
-        .pop()
-        .map(|header| header.cells.iter().map(|c| clean(c).to_string()).collect())
-        .unwrap_or_default();
-    Ok(Table { headers, rows })
+    Err(ManifestError::Malformed {
+        file: file.to_path_buf(),
+        reason: format!(
+            "the header should be on row {header_row} but the file has {seen} non-blank rows"
+        ),
+    })
+}
+
+/// Counts the data rows of a delimited or text file in one pass without keeping them (a cheap
+/// pre-count for progress); `None` if the file cannot be read.
+pub(crate) fn count_rows(
+    file: &Path,
+    csv_delimiter: Option<u8>,
+    header_rows: usize,
+) -> Option<u64> {
+    let rows = match csv_delimiter {
+        Some(delimiter) => csv_rows(file, open_file(file).ok()?, delimiter),
+        None => txt_rows(file, std::io::BufReader::new(open_file(file).ok()?)),
+    };
+    let mut count = 0u64;
+    for row in rows {
+        row.ok()?;
+        count += 1;
+    }
+    Some(count.saturating_sub(header_rows as u64))
+}
+
+/// Hands out an in-memory table's rows like a streamed file's.
+pub(crate) fn table_rows(table: Table) -> OpenTable {
+    OpenTable {
+        headers: table.headers,
+        rows: Box::new(table.rows.into_iter().map(Ok)),
+    }
 }
 
 /// Reads one sheet of an XLSX workbook: the named sheet (matched after trimming, then ignoring
@@ -231,7 +404,9 @@ pub(crate) fn parse_xlsx(
         Err(_) => return Err(malformed("not a readable XLSX workbook".into())),
     };
     if !has_header {
-        return into_table(file, rows, false, 1);
+        let width = rows.iter().map(|r| r.cells.len()).max().unwrap_or(0);
+        let headers = (0..width).map(|i| i.to_string()).collect();
+        return Ok(Table { headers, rows });
     }
     let Some(at) = rows.iter().position(|r| r.line == Some(header_row)) else {
         return Err(malformed(format!(

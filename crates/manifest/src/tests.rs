@@ -717,3 +717,125 @@ fn problems_carry_their_kind() {
         ]
     );
 }
+
+#[test]
+fn an_object_storage_root_reads_labels_locally_and_images_by_url() {
+    let text = EYEPACS.replace("[dataset]\n", "[dataset]\nroot = \"s3://bucket/eyepacs\"\n");
+    let mut manifest = load(&text, Path::new("/manifests"));
+    assert_eq!(manifest.root_url(), Some("s3://bucket/eyepacs"));
+    assert_eq!(manifest.root_files(), ["trainLabels.csv"]);
+    // The caller fetched the label file here and listed the bucket prefix.
+    let cache = fixture(&[("trainLabels.csv", "image,level\n10_left,0\n10_right,3\n")]);
+    manifest.set_root(cache.path().to_path_buf());
+    manifest.set_remote_images(
+        "s3://bucket/eyepacs/".into(),
+        ["train/10_left.jpeg".to_string()].into_iter().collect(),
+    );
+    assert_eq!(manifest.root_url(), None);
+    let read = manifest.read().unwrap();
+    assert_eq!(read.records.len(), 1);
+    assert_eq!(
+        read.records[0].image_path,
+        PathBuf::from("s3://bucket/eyepacs/train/10_left.jpeg")
+    );
+    // Same id as a local copy of the dataset: ids use the relative path only.
+    assert_eq!(
+        read.records[0].id,
+        ItemId::from_source("eyepacs", "train/10_left.jpeg")
+    );
+    assert_eq!(read.problems.len(), 1);
+    assert_eq!(read.problems[0].kind, ProblemKind::MissingImage);
+}
+
+#[test]
+fn a_100000_row_label_file_streams_row_by_row() {
+    // 100,000 rows, every fifth image on disk: the stream hands out items in file order and the
+    // first ones arrive before the rest of the file matters (the file is cut short after the
+    // stream has started, and the items already read are the ones the whole file would give).
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("image,level\n");
+    for n in 0..100_000 {
+        csv.push_str(&format!("{n}_left,{}\n", n % 5));
+    }
+    fs::write(dir.path().join("trainLabels.csv"), &csv).unwrap();
+    fs::create_dir_all(dir.path().join("train")).unwrap();
+    for n in (0..100_000).step_by(5000) {
+        fs::write(dir.path().join(format!("train/{n}_left.jpeg")), "").unwrap();
+    }
+    let manifest = load(EYEPACS, dir.path());
+    assert_eq!(manifest.estimated_items(), Some(100_000));
+    let mut stream = manifest.stream().unwrap();
+    let first: Vec<ReadItem> = stream.by_ref().take(3).map(Result::unwrap).collect();
+    match &first[0] {
+        ReadItem::Record(record) => assert_eq!(record.relative_path, "train/0_left.jpeg"),
+        other => panic!("{other:?}"),
+    }
+    match &first[1] {
+        ReadItem::Problem(problem) => {
+            assert_eq!(problem.kind, ProblemKind::MissingImage);
+            assert_eq!(problem.row, Some(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (mut records, mut problems) = (1, 2);
+    let mut last_row = 0;
+    for item in stream {
+        match item.unwrap() {
+            ReadItem::Record(record) => {
+                records += 1;
+                assert_eq!(record.labels.dr_grade, Some(0));
+            }
+            ReadItem::Problem(problem) => {
+                problems += 1;
+                let row = problem.row.unwrap();
+                assert!(row > last_row, "problems come in file order");
+                last_row = row;
+            }
+        }
+    }
+    assert_eq!((records, problems), (20, 99_980));
+    let read = manifest.read().unwrap();
+    assert_eq!((read.records.len(), read.problems.len()), (20, 99_980));
+}
+
+#[test]
+fn bad_bytes_are_a_row_problem_and_a_missing_label_file_an_error_at_open() {
+    let dir = fixture(&[("train/1_left.jpeg", ""), ("train/2_left.jpeg", "")]);
+    // Invalid UTF-8 is replaced, so the grade is an unknown value on its row, not a fatal error.
+    let mut bytes = b"image,level\n1_left,0\n2_left,1\n".to_vec();
+    bytes.extend_from_slice(b"3_left,\xff\n");
+    fs::write(dir.path().join("trainLabels.csv"), &bytes).unwrap();
+    let items: Vec<_> = load(EYEPACS, dir.path()).stream().unwrap().collect();
+    assert_eq!(items.len(), 3);
+    assert!(matches!(&items[0], Ok(ReadItem::Record(_))));
+    assert!(matches!(&items[2], Ok(ReadItem::Problem(_))));
+    fs::remove_file(dir.path().join("trainLabels.csv")).unwrap();
+    let error = load(EYEPACS, dir.path()).stream().unwrap_err();
+    assert!(error.to_string().contains("trainLabels.csv"), "{error}");
+}
+
+#[test]
+fn folder_walk_order_equals_sorting_every_path() {
+    // `.` sorts before `/`, so `a.b/...` comes before `a/...`, as a global sort would have it.
+    let names = [
+        "a/1.jpg",
+        "a.b/2.jpg",
+        "a-c.jpg",
+        "ab/3.jpg",
+        "a/b/4.jpg",
+        "a/b.jpg",
+        "z.jpg",
+        "A/5.jpg",
+    ];
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (*n, "")).collect();
+    let dir = fixture(&files);
+    let read = read_image_folder(dir.path(), "local").unwrap();
+    let got: Vec<&str> = read
+        .records
+        .iter()
+        .map(|r| r.relative_path.as_str())
+        .collect();
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    assert_eq!(got, sorted);
+}
