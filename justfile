@@ -17,6 +17,11 @@ lint:
 bench items="200":
     cargo run --release --bin build-dataset -- bench --items {{items}} --results target/bench/results.json
 
+# 1.4 million items through the whole pipeline against the zero-latency loopback endpoint (20-30
+# minutes; input cached in target/bench/scale-1400000): rate, flat memory, journal size, projection.
+bench-scale:
+    cargo run --release --bin build-dataset -- bench --only scale --results target/bench/scale-results.json
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -42,9 +42,11 @@ pub enum Command {
     Build(BuildArgs),
     /// Check a built dataset: every shard readable and matching its checksum, counts matching the
     /// journal, no duplicate ids. Exits non-zero on any inconsistency.
-    #[command(after_help = "Example:\n  build-dataset verify out/demo")]
+    #[command(
+        after_help = "Examples:\n  build-dataset verify out/demo\n  build-dataset verify s3://datasets/fundus-v1   # a published copy: card and shards (no journal)"
+    )]
     Verify {
-        /// The dataset folder (the --out of a build).
+        /// The dataset folder (the --out of a build), or the URL it was uploaded to.
         dir: PathBuf,
     },
     /// Show how a build is going (also one running in another process), from its journal.
@@ -71,6 +73,21 @@ pub enum Command {
         /// Another build to compare with side by side (read only; e.g. before a prompt change).
         #[arg(long, value_name = "OTHER")]
         baseline: Option<PathBuf>,
+    },
+    /// Export a built dataset's accepted captions grouped by label class (dr_grade=N,
+    /// glaucoma=..., amd=..., unlabelled), one JSON line per class with every caption style.
+    #[command(
+        after_help = "Example:\n  build-dataset caption-banks out/demo --out banks.jsonl --per-class 200"
+    )]
+    CaptionBanks {
+        /// The dataset folder (the --out of a build).
+        dir: PathBuf,
+        /// The JSON Lines file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Most captions kept per class (0: all).
+        #[arg(long, default_value_t = 0)]
+        per_class: usize,
     },
     /// Generate the synthetic demo datasets (EyePACS and RFMiD layouts) into a folder.
     #[command(
@@ -99,6 +116,34 @@ pub enum Command {
         after_help = "Examples:\n  build-dataset check --manifest data-manifests/eyepacs.toml --root /data/eyepacs\n  build-dataset check --manifest data-manifests/papila-od.toml --manifest data-manifests/papila-os.toml --root /data/papila"
     )]
     Check(crate::check::CheckArgs),
+    /// Export a built dataset to a trainer's input format: RetinaLogos JSONL + META YAML, LLaVA
+    /// conversation JSON, or webdataset tar shards (streamed; filters and the stable split apply).
+    #[command(
+        after_help = "Examples:\n  build-dataset export out/demo --format retinalogos --out out/demo-retinalogos\n  build-dataset export out/demo --format webdataset --out out/demo-wds --samples-per-shard 1000\n  build-dataset export out/demo --format llava --out out/demo-llava --split train --quality good"
+    )]
+    Export(crate::export::ExportArgs),
+    /// Data manifests: `manifests check MANIFEST... [--root DIR]` (the same report as `check`).
+    #[command(subcommand)]
+    Manifests(crate::check::ManifestsCommand),
+    /// Merge the cards of a crawl split over workers (`build --workers N`) into one
+    /// `DIR/dataset.json`, after verifying every worker's shards. Exits non-zero, naming them,
+    /// if a worker is missing or incomplete.
+    #[command(
+        after_help = "Examples:\n  build-dataset finalize out/crawl\n  build-dataset finalize out/crawl --workers 64"
+    )]
+    Finalize(crate::finalize::FinalizeArgs),
+    /// Estimate a build before spending anything: requests, prompt and completion tokens (from
+    /// the real prompts of a sample of items), cost at the configured price, and wall time.
+    #[command(
+        after_help = "Examples:\n  build-dataset plan --manifest data-manifests/eyepacs.toml --model gpt-4o-mini --endpoint https://api.example/v1\n  build-dataset plan --manifest m.toml --config build.toml --concurrency 64 --latency 2.5 --json"
+    )]
+    Plan(crate::plan::PlanArgs),
+    /// Batch mode (OpenAI Batch API, half the price; or vLLM run-batch output): prepare input
+    /// files, submit them, watch them, and collect the answers into the dataset.
+    #[command(
+        after_help = "Examples:\n  build-dataset batch prepare --out out/x --manifest m.toml --model gpt-4o-mini\n  build-dataset batch submit --out out/x --endpoint https://api.example/v1\n  build-dataset batch status --out out/x --endpoint https://api.example/v1\n  build-dataset batch collect --out out/x --manifest m.toml --model gpt-4o-mini --endpoint https://api.example/v1 --wait"
+    )]
+    Batch(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +205,25 @@ pub struct BuildArgs {
     /// Serve Prometheus metrics of the run on this address. Example: --metrics-addr 127.0.0.1:9464
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// Publish the dataset to object storage at the end of the run: shards not yet there, the
+    /// QA report, then dataset.json last. --out stays the working folder (journal, staging
+    /// shards); a rerun uploads whatever an interrupted one did not. Credentials from AWS_*,
+    /// GOOGLE_* or AZURE_*. Example: --upload-to s3://datasets/fundus-v1
+    #[arg(long, value_name = "URL")]
+    pub upload_to: Option<String>,
+    /// Stop cleanly once this run has spent this many US dollars (at the model's price in
+    /// [cost.prices]); the next run resumes. Overrides cost.max_usd. Example: --max-cost 25
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Split the crawl over N workers (processes or machines): this one takes the items whose id
+    /// hashes to --worker-index and writes to <out>/workers/<index>/. Default: from a Slurm job
+    /// array or a Kubernetes Indexed Job (RETINALOGOS_WORKERS), else one process. See
+    /// docs/scaling.md.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
+    /// This worker, 0..N (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "I")]
+    pub worker_index: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -12,6 +12,28 @@ pub struct BuildConfig {
     pub captioner: CaptionerSection,
     pub output: OutputSection,
     pub run: RunSection,
+    pub cost: CostSection,
+    pub prompt: PromptSection,
+}
+
+/// Caption styles and the repair loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptSection {
+    /// Caption styles asked for in one request: `detailed` (the caption) and any other style the
+    /// rules file defines (`short`: 77 CLIP tokens), returned under `caption_variants`.
+    pub styles: Vec<String>,
+    /// Re-asks after a rejected answer, with the validator's messages; 0 rejects at once.
+    pub repair_attempts: u32,
+}
+
+impl Default for PromptSection {
+    fn default() -> Self {
+        PromptSection {
+            styles: vec!["detailed".into()],
+            repair_attempts: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,12 +69,22 @@ pub struct CaptionerSection {
     pub api_key_env: String,
     /// Whether the endpoint sees images; false sends the facts only.
     pub vision: bool,
+    /// How the answer's shape is asked for: "json_schema" (strict, the default), "json_object"
+    /// or "none" for endpoints that refuse json_schema (the schema then goes in the prompt).
+    pub response_format: String,
     /// Most requests in flight at once; the adaptive limiter finds the endpoint's capacity below it.
     pub concurrency: usize,
     /// Requests in flight at the start, before latency and overload answers tune the limit.
     pub initial_concurrency: usize,
     /// false: always `concurrency` requests in flight (no tuning).
     pub adaptive_concurrency: bool,
+    /// Requests per `rate_limit_window_secs` (0: none beyond what the server's
+    /// `x-ratelimit-*` headers say; without headers nothing is limited).
+    pub rate_limit_requests: u32,
+    /// Prompt plus completion tokens per `rate_limit_window_secs` (0: none, as above).
+    pub rate_limit_tokens: u32,
+    /// The window those limits and the server's `x-ratelimit-limit-*` refer to (60 for OpenAI).
+    pub rate_limit_window_secs: u64,
     /// Cache answers under `<out>/cache` so re-runs never pay twice.
     pub cache: bool,
     /// Set from `--out` (not a file setting): where the cache lives.
@@ -75,9 +107,13 @@ impl Default for CaptionerSection {
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
             vision: true,
+            response_format: "json_schema".into(),
             concurrency: 256,
             initial_concurrency: 16,
             adaptive_concurrency: true,
+            rate_limit_requests: 0,
+            rate_limit_tokens: 0,
+            rate_limit_window_secs: 60,
             cache: true,
             cache_dir: None,
             max_tokens: 1200,
@@ -130,9 +166,58 @@ impl Default for RunSection {
     }
 }
 
+/// Prices, the spending budget and what `plan` assumes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSection {
+    /// Stop the run cleanly once it has spent this many US dollars (0: no budget); `--max-cost`.
+    pub max_usd: f64,
+    /// Completion tokens `plan` expects per request (0: assume `captioner.max_tokens`).
+    pub expected_completion_tokens: u32,
+    /// Seconds one request takes, for `plan`'s wall-time estimate.
+    pub expected_latency_secs: f64,
+    /// Prompt tokens one image costs, for `plan` (about 765 for a 1024 px image at OpenAI's
+    /// high detail; servers of open models count differently).
+    pub image_tokens: u32,
+    /// US dollars per million tokens by model name, over the built-in table, e.g.
+    /// `[cost.prices."gpt-4o-mini"] input = 0.15, output = 0.60, cached_input = 0.075`.
+    pub prices: std::collections::BTreeMap<String, retina_captioner::Price>,
+}
+
+impl Default for CostSection {
+    fn default() -> Self {
+        CostSection {
+            max_usd: 0.0,
+            expected_completion_tokens: 0,
+            expected_latency_secs: 5.0,
+            image_tokens: 765,
+            prices: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl CostSection {
+    /// The price table: built-in list prices with the configured ones over them.
+    pub fn price_table(&self) -> retina_captioner::PriceTable {
+        retina_captioner::PriceTable::with_overrides(&self.prices)
+    }
+}
+
 impl BuildConfig {
     /// Checks values serde cannot: ranges and enumerations.
     pub fn check(&self) -> Result<()> {
+        if !self.prompt.styles.iter().any(|s| s == "detailed") {
+            bail!(
+                "prompt.styles must include \"detailed\" (the caption field); got {:?}",
+                self.prompt.styles
+            );
+        }
+        if self.prompt.repair_attempts > 5 {
+            bail!(
+                "prompt.repair_attempts is {}; at most 5 (each re-ask is a paid request)",
+                self.prompt.repair_attempts
+            );
+        }
         if !matches!(self.image.format.as_str(), "jpeg" | "png") {
             bail!(
                 "image.format must be \"jpeg\" or \"png\", not {:?}",
@@ -153,6 +238,33 @@ impl BuildConfig {
         }
         if self.captioner.concurrency == 0 {
             bail!("captioner.concurrency must be at least 1");
+        }
+        if self.captioner.rate_limit_window_secs == 0 {
+            bail!("captioner.rate_limit_window_secs must be at least 1");
+        }
+        if let Err(reason) = self
+            .captioner
+            .response_format
+            .parse::<retina_captioner::ResponseFormat>()
+        {
+            bail!("captioner.response_format: {reason}");
+        }
+        if !self.cost.max_usd.is_finite() || self.cost.max_usd < 0.0 {
+            bail!(
+                "cost.max_usd must be a number >= 0 (0: no budget), not {}",
+                self.cost.max_usd
+            );
+        }
+        if !self.cost.expected_latency_secs.is_finite() || self.cost.expected_latency_secs <= 0.0 {
+            bail!(
+                "cost.expected_latency_secs must be a number > 0, not {}",
+                self.cost.expected_latency_secs
+            );
+        }
+        for (model, price) in &self.cost.prices {
+            if let Err(reason) = price.check() {
+                bail!("cost.prices.{model:?}: {reason}");
+            }
         }
         // These are the client's own decisions; a silent override would change every answer.
         const OWN: [&str; 7] = [
@@ -212,6 +324,40 @@ mod tests {
         assert!(
             err.contains("captioner.extra_body.response_format"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn prices_and_response_format_are_read_and_checked() {
+        let config: BuildConfig = toml::from_str(
+            "[captioner]\nresponse_format = \"json_object\"\n[cost]\nmax_usd = 2.5\n\
+             [cost.prices.\"my-model\"]\ninput = 1.0\noutput = 2\n",
+        )
+        .unwrap();
+        assert!(config.check().is_ok());
+        let price = config.cost.price_table().lookup("my-model").unwrap();
+        assert_eq!(
+            (price.input, price.output, price.cached_input),
+            (1.0, 2.0, None)
+        );
+        assert!(config.cost.price_table().lookup("gpt-4o-mini").is_some());
+        let config: BuildConfig =
+            toml::from_str("[captioner]\nresponse_format = \"guided_json\"\n").unwrap();
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("guided_json")
+        );
+        let config: BuildConfig =
+            toml::from_str("[cost.prices.m]\ninput = -1.0\noutput = 1.0\n").unwrap();
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("cost.prices")
         );
     }
 

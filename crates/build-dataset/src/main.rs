@@ -1,15 +1,22 @@
 //! `build-dataset`: the command line. It parses options, builds the stages from the configuration
 //! and wires them (see `pipeline`); the stage logic lives in the stage crates.
 
+mod batch;
 mod bench;
+mod caption_banks;
 mod check;
 mod cli;
 mod config;
 mod config_layers;
 mod demo;
 mod endpoint_check;
+mod export;
+mod finalize;
 mod metrics;
+mod object_storage;
+mod partition;
 mod pipeline;
+mod plan;
 mod progress;
 mod signals;
 mod status;
@@ -91,22 +98,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{} images in {}", summary.images, summary.root.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::CaptionBanks {
+            dir,
+            out,
+            per_class,
+        } => caption_banks::run(&dir, &out, per_class),
         Command::Bench(args) => bench::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Manifests(command) => check::run_manifests(command),
+        Command::Finalize(args) => finalize::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Batch(args) => batch::run(args),
     }
 }
 
 /// Reads the records a build works on: the manifests, the image folders, or the demo.
-fn load_records(args: &BuildArgs) -> Result<Vec<Record>> {
+/// The records of the given manifests and folders (or the demo), read into memory (for `plan`;
+/// a build streams them, see `partition::input`).
+pub(crate) fn load_records_from(
+    manifest: &[std::path::PathBuf],
+    images: &[std::path::PathBuf],
+    limit: Option<usize>,
+) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     let mut manifests = Vec::new();
-    for path in &args.manifest {
-        manifests.push(
-            retina_manifest::Manifest::from_path(path)
-                .with_context(|| format!("cannot load data manifest {}", path.display()))?,
-        );
+    for path in manifest {
+        manifests.push(object_storage::load_manifest(path)?);
     }
-    if args.manifest.is_empty() && args.images.is_empty() {
+    if manifest.is_empty() && images.is_empty() {
         tracing::info!("no --manifest or --images: building the synthetic demo dataset");
         manifests = demo::manifests()?;
     }
@@ -117,7 +137,7 @@ fn load_records(args: &BuildArgs) -> Result<Vec<Record>> {
         report_problems(manifest.name(), &read.problems);
         records.extend(read.records);
     }
-    for dir in &args.images {
+    for dir in images {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -127,7 +147,7 @@ fn load_records(args: &BuildArgs) -> Result<Vec<Record>> {
         report_problems(&name, &read.problems);
         records.extend(read.records);
     }
-    if let Some(limit) = args.limit {
+    if let Some(limit) = limit {
         records.truncate(limit);
     }
     Ok(records)
@@ -143,10 +163,16 @@ fn report_problems(dataset: &str, problems: &[retina_manifest::RowProblem]) {
 }
 
 /// Builds the configured captioner: the embedded offline one unless an endpoint is given.
-fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dyn Captioner>> {
+fn make_captioner(
+    config: &BuildConfig,
+    schema: &CaptionSchema,
+    styles: &[retina_validate::Style],
+) -> Result<Arc<dyn Captioner>> {
     let section = &config.captioner;
     if section.endpoint.is_empty() {
-        return Ok(Arc::new(OfflineCaptioner::new(section.seed)));
+        return Ok(Arc::new(
+            OfflineCaptioner::new(section.seed).with_styles(styles),
+        ));
     }
     if section.model.is_empty() {
         bail!(
@@ -158,13 +184,29 @@ fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dy
         .ok()
         .filter(|k| !k.is_empty());
     endpoint_check::preflight(section, schema.value(), api_key.as_deref())?;
-    let client = OpenAiCaptioner::new(EndpointConfig {
+    let client = OpenAiCaptioner::new(endpoint_config(section, schema, api_key)?)
+        .map_err(|err| anyhow::anyhow!("cannot set up the endpoint client: {err}"))?;
+    Ok(Arc::new(client))
+}
+
+/// The endpoint client's settings from the configuration (also what batch mode's request lines
+/// are built from, so a batch asks exactly what the online client would).
+pub(crate) fn endpoint_config(
+    section: &config::CaptionerSection,
+    schema: &CaptionSchema,
+    api_key: Option<String>,
+) -> Result<EndpointConfig> {
+    Ok(EndpointConfig {
         base_url: section.endpoint.clone(),
         model: section.model.clone(),
         api_key,
         vision: section.vision,
         schema: schema.value().clone(),
         json_schema_strict: true,
+        response_format: section
+            .response_format
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("captioner.response_format: {e}"))?,
         max_tokens: section.max_tokens,
         temperature: section.temperature,
         seed: Some(section.seed),
@@ -178,33 +220,99 @@ fn make_captioner(config: &BuildConfig, schema: &CaptionSchema) -> Result<Arc<dy
             max: section.concurrency,
             adaptive: section.adaptive_concurrency,
         },
+        rate_limits: retina_captioner::RateLimitConfig {
+            requests: section.rate_limit_requests,
+            tokens: section.rate_limit_tokens,
+            window: Duration::from_secs(section.rate_limit_window_secs),
+        },
         cache_dir: section.cache_dir.clone().filter(|_| section.cache),
     })
-    .map_err(|err| anyhow::anyhow!("cannot set up the endpoint client: {err}"))?;
-    Ok(Arc::new(client))
+}
+
+/// The image stage's settings from the configuration.
+pub(crate) fn prepare_config(config: &BuildConfig) -> PrepareConfig {
+    PrepareConfig {
+        target_size: config.image.size,
+        output_format: if config.image.format == "png" {
+            OutputFormat::Png
+        } else {
+            OutputFormat::Jpeg
+        },
+        jpeg_quality: config.image.jpeg_quality,
+        max_pixels: u64::from(config.image.max_megapixels) * 1_000_000,
+        ..PrepareConfig::default()
+    }
+}
+
+/// What a run asks for and judges answers by, from `[prompt] styles`: the schema (with a
+/// `caption_variants` object for styles besides `detailed`), the validator, the prompts (their
+/// hash covers the styles) and the styles themselves. The online and batch paths share it.
+pub(crate) struct CaptionContract {
+    pub schema: CaptionSchema,
+    pub validator: Validator,
+    pub prompts: retina_prompt::PromptSet,
+    pub styles: Vec<retina_validate::Style>,
+}
+
+pub(crate) fn caption_contract(config: &BuildConfig) -> Result<CaptionContract> {
+    let rules = Rules::embedded();
+    let mut styles = Vec::new();
+    for name in &config.prompt.styles {
+        let Some(style) = rules.style(name) else {
+            bail!(
+                "prompt.styles names {name:?}, which schemas/consistency-rules.toml does not \
+                 define (defined: {})",
+                rules
+                    .styles()
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        if !styles
+            .iter()
+            .any(|s: &retina_validate::Style| s.name() == name)
+        {
+            styles.push(style.clone());
+        }
+    }
+    let refs: Vec<&retina_validate::Style> = styles.iter().collect();
+    let schema = CaptionSchema::embedded().with_variants(&refs);
+    let validator = Validator::new(&schema, rules)
+        .map_err(|err| anyhow::anyhow!("the caption schema or rules are invalid: {err}"))?;
+    let prompt_styles: Vec<retina_prompt::PromptStyle> = styles
+        .iter()
+        .map(|s| retina_prompt::PromptStyle {
+            name: s.name().to_string(),
+            guidance: s.guidance().to_string(),
+            max_tokens: s.max_tokens(),
+        })
+        .collect();
+    let prompts = retina_prompt::PromptSet::embedded().with_styles(&prompt_styles);
+    Ok(CaptionContract {
+        schema,
+        validator,
+        prompts,
+        styles,
+    })
 }
 
 /// Stages as the configuration describes them.
 pub(crate) fn make_stages(config: &BuildConfig) -> Result<pipeline::Stages> {
-    let schema = CaptionSchema::embedded();
-    let validator = Validator::new(&schema, Rules::embedded())
-        .map_err(|err| anyhow::anyhow!("the caption schema or rules are invalid: {err}"))?;
+    let CaptionContract {
+        schema,
+        validator,
+        prompts,
+        styles,
+    } = caption_contract(config)?;
     Ok(pipeline::Stages {
-        prepare: PrepareConfig {
-            target_size: config.image.size,
-            output_format: if config.image.format == "png" {
-                OutputFormat::Png
-            } else {
-                OutputFormat::Jpeg
-            },
-            jpeg_quality: config.image.jpeg_quality,
-            max_pixels: u64::from(config.image.max_megapixels) * 1_000_000,
-            ..PrepareConfig::default()
-        },
-        prompts: retina_prompt::PromptSet::embedded(),
-        captioner: make_captioner(config, &schema)?,
+        prepare: prepare_config(config),
+        prompts,
+        captioner: make_captioner(config, &schema, &styles)?,
         validator: Arc::new(validator),
         schema_hash: schema.hash().to_string(),
+        repair_attempts: config.prompt.repair_attempts,
         shards: ShardConfig {
             target_shard_bytes: config.output.shard_megabytes * 1_000_000,
             max_row_group_bytes: config.output.row_group_megabytes * 1_000_000,
@@ -229,16 +337,47 @@ fn effective_config(args: &BuildArgs) -> Result<BuildConfig> {
         config.captioner.model = model.clone();
     }
     config.captioner.cache_dir = Some(args.out.join("cache"));
+    if let Some(max_cost) = args.max_cost {
+        config.cost.max_usd = max_cost;
+    }
     config.check()?;
     Ok(config)
 }
 
-fn build(args: BuildArgs) -> Result<ExitCode> {
-    let config = effective_config(&args)?;
-    let records = load_records(&args)?;
-    if records.is_empty() {
-        bail!("no images to build from: the manifests and folders given list none");
+fn build(mut args: BuildArgs) -> Result<ExitCode> {
+    // A worker of a split crawl is a complete dataset of its own under <out>/workers/<i>.
+    let partition = partition::Partition::resolve(args.workers, args.worker_index, |name| {
+        std::env::var(name).ok()
+    })?;
+    if let Some(partition) = partition {
+        let dir = partition.dir(&args.out);
+        partition::WorkerState::check_same_share(&dir, partition)?;
+        tracing::info!(
+            worker = partition.index,
+            workers = partition.workers,
+            "building this worker's share into {}",
+            dir.display()
+        );
+        args.out = dir;
+        worker_state(partition, false, Some("running or interrupted".into()), 0)
+            .write(&args.out)?;
     }
+    // Checked before any work so a mistyped URL costs nothing. A worker publishes to its own
+    // folder under the URL, as it builds into its own under --out.
+    let upload_to = match args.upload_to.as_deref() {
+        Some(text) => {
+            let url = object_storage::upload_target(text)?;
+            Some(match partition {
+                Some(p) => url.join(&format!("workers/{}", p.index))?,
+                None => url,
+            })
+        }
+        None => None,
+    };
+    let config = effective_config(&args)?;
+    let input = partition::input(&args.manifest, &args.images, args.limit, partition)?;
+    let input_report = input.report.clone();
+    let records = input.records;
     let stages = make_stages(&config)?;
     let options = pipeline::RunOptions {
         retry_failed: config.run.retry_failed,
@@ -252,6 +391,37 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let progress = progress::Progress::new();
     progress.write_state_to(pipeline::run_state_path(&args.out));
+    let model = stages.captioner.info().model;
+    // The offline captioner is free; an endpoint's model is priced from the table, if listed.
+    let price = if config.captioner.endpoint.is_empty() {
+        Some(retina_captioner::Price {
+            input: 0.0,
+            output: 0.0,
+            cached_input: None,
+        })
+    } else {
+        config.cost.price_table().lookup(&model)
+    };
+    let budget = Some(config.cost.max_usd).filter(|b| *b > 0.0);
+    if budget.is_some() && price.is_none() {
+        bail!(
+            "--max-cost needs the price of model {model:?}: add [cost.prices.\"{model}\"] with input and output \
+             (US dollars per million tokens) to the configuration"
+        );
+    }
+    let ledger = progress::spend_path(&args.out);
+    std::fs::create_dir_all(args.out.join("journal"))
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    progress.set_money(
+        price,
+        budget,
+        Some(ledger.clone()),
+        progress::read_spend(&ledger)?,
+    );
+    // Committed shards go up every minute while the run goes on; the rest and the card at the end.
+    let background_upload = upload_to.clone().map(|dest| {
+        object_storage::BackgroundUpload::start(args.out.clone(), dest, Duration::from_secs(60))
+    });
     let summary = runtime.block_on(async {
         signals::stop_on_signals(
             stop.clone(),
@@ -260,11 +430,51 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
         if let Some(addr) = &args.metrics_addr {
             metrics::serve(addr, progress.clone()).await?;
         }
-        pipeline::run(&args.out, records, stages, &options, stop.clone(), progress).await
-    })?;
+        pipeline::run(
+            &args.out,
+            records,
+            stages,
+            &options,
+            stop.clone(),
+            progress.clone(),
+        )
+        .await
+    });
+    if let Some(uploader) = background_upload {
+        uploader.stop();
+    }
+    let summary = summary?;
     runtime.shutdown_timeout(Duration::from_secs(1));
+    progress.write_ledger();
+    let run_state = progress.snapshot("finished");
+    eprintln!(
+        "cost: {} this run ({} answers paid for, {} from the cache for free); {} for the dataset so far",
+        run_state.cost_usd.map_or_else(
+            || "unknown (no price for the model)".to_string(),
+            |c| format!("${c:.4}")
+        ),
+        run_state.billed_requests,
+        run_state.cache_hits,
+        run_state
+            .dataset_cost_usd
+            .map_or_else(|| "unknown".to_string(), |c| format!("${c:.4}"))
+    );
 
+    if summary.input_items == 0 && partition.is_none() && summary.stopped.is_none() {
+        bail!("no images to build from: the manifests and folders given list none");
+    }
     write_card(&args.out, &config)?;
+    let input_errors = input_report.errors();
+    if let Some(partition) = partition {
+        let stopped = summary
+            .stopped
+            .clone()
+            .or_else(|| input_errors.first().cloned());
+        let owned = input_report
+            .owned
+            .load(std::sync::atomic::Ordering::Relaxed) as u64;
+        worker_state(partition, stopped.is_none(), stopped, owned).write(&args.out)?;
+    }
     eprintln!(
         "{} items: {} already done, {} processed now ({} accepted, {} rejected, {} failed) in {:.1} s",
         summary.input_items,
@@ -281,16 +491,59 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
             summary.skipped_failed, config.run.max_attempts
         );
     }
+    // The acceptance report reads the committed shards, so it describes the whole dataset.
+    let acceptance = caption_banks::write_acceptance(&args.out)?;
+    eprint!("{acceptance}");
+    eprintln!(
+        "acceptance report: {}",
+        caption_banks::acceptance_path(&args.out).display()
+    );
     if !args.no_qa {
         let qa = retina_qa::write_report(&args.out)
             .with_context(|| format!("cannot write the QA report for {}", args.out.display()))?;
         eprintln!("QA report: {}", qa.html_path.display());
     }
+    if let Some(dest) = &upload_to {
+        let uploaded = object_storage::upload(&args.out, dest).with_context(|| {
+            format!(
+                "cannot upload {} to {dest} (the local dataset is complete; run the same command again to retry)",
+                args.out.display()
+            )
+        })?;
+        eprintln!(
+            "uploaded to {dest}: {} shards ({:.1} MB) now, {} were already there, dataset.json last",
+            uploaded.uploaded,
+            uploaded.bytes as f64 / 1e6,
+            uploaded.already_there
+        );
+    }
     if let Some(reason) = summary.stopped {
         eprintln!("stopped early: {reason}. Run the same command again to resume.");
         return Ok(ExitCode::from(2));
     }
+    if !input_errors.is_empty() {
+        for error in &input_errors {
+            eprintln!("error: {error}");
+        }
+        eprintln!("the rows after these errors were not read: fix the label files and run again");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn worker_state(
+    partition: partition::Partition,
+    finished: bool,
+    stopped: Option<String>,
+    owned_items: u64,
+) -> partition::WorkerState {
+    partition::WorkerState {
+        partition,
+        finished,
+        stopped,
+        owned_items,
+        updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
 }
 
 /// Writes dataset.json from the journal, which is the record of what is durable.
@@ -339,6 +592,17 @@ fn write_card(out: &Path, config: &BuildConfig) -> Result<()> {
         shards,
         features: retina_shards::hf_features(),
         config: serde_json::to_value(config)?,
+        cost: {
+            let spend = progress::read_spend(&progress::spend_path(out))?;
+            Some(retina_shards::CardCost {
+                requests: spend.requests,
+                cache_hits: spend.cache_hits,
+                prompt_tokens: spend.prompt_tokens,
+                cached_prompt_tokens: spend.cached_prompt_tokens,
+                completion_tokens: spend.completion_tokens,
+                usd: spend.usd,
+            })
+        },
     };
     retina_shards::write_card(out, &card)
         .with_context(|| format!("cannot write {}/dataset.json", out.display()))?;

@@ -10,11 +10,11 @@
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use retina_captioner::{CaptionError, CaptionRequest, Captioner};
+use retina_captioner::{CaptionError, CaptionReply, CaptionRequest, Captioner, CaptionerInfo};
 use retina_fundus::{PrepareConfig, PreparedImage};
 use retina_journal::{Fingerprint, Journal, ShardCommit};
 use retina_prompt::{PromptMode, PromptSet};
-use retina_records::{ItemId, ItemState, Provenance, Record, RejectReason};
+use retina_records::{ImageFacts, ItemId, ItemState, Provenance, Record, RejectReason};
 use retina_shards::{
     AcceptedRow, CommittedShard, DatasetWriter, RejectedRow, ShardConfig, ShardKind,
 };
@@ -33,6 +33,8 @@ pub struct Stages {
     pub captioner: Arc<dyn Captioner>,
     pub validator: Arc<Validator>,
     pub schema_hash: String,
+    /// Re-asks after a rejected answer (`prompt.repair_attempts`).
+    pub repair_attempts: u32,
     pub shards: ShardConfig,
     pub concurrency: usize,
 }
@@ -70,7 +72,7 @@ pub fn run_state_path(out: &Path) -> PathBuf {
     out.join("journal").join("run-state.json")
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Accepted(Box<AcceptedRow>),
     Rejected(Box<RejectedRow>),
     Failed {
@@ -94,9 +96,13 @@ struct Counters {
 }
 
 /// Runs the pipeline over `records` into `out`, resuming whatever an earlier run left.
+///
+/// `records` is consumed as a stream through a bounded channel (a `Vec` works too): memory does
+/// not grow with the input. Its `size_hint` (upper bound, else lower) is the progress total until
+/// the input is exhausted, when the exact figures replace it.
 pub async fn run(
     out: &Path,
-    records: Vec<Record>,
+    records: impl IntoIterator<Item = Record, IntoIter: Send + 'static>,
     stages: Stages,
     options: &RunOptions,
     stop: Arc<AtomicBool>,
@@ -118,25 +124,15 @@ pub async fn run(
     };
     check_fingerprint(&journal, &fingerprint, options.allow_mixed_versions, out)?;
 
-    let mut summary = RunSummary {
-        input_items: records.len(),
-        ..RunSummary::default()
+    let mut summary = RunSummary::default();
+    let records = records.into_iter();
+    let expected = {
+        let (low, high) = records.size_hint();
+        high.unwrap_or(low) as u64
     };
-    let done = journal.done_ids()?;
-    let mut pending = Vec::with_capacity(records.len());
-    for record in records {
-        if done.contains(record.id.as_str()) {
-            summary.already_done += 1;
-            continue;
-        }
-        let attempts = journal.attempts(&record.id)?;
-        if attempts > 0 && (!options.retry_failed || attempts >= options.max_attempts) {
-            summary.skipped_failed += 1;
-            continue;
-        }
-        pending.push(record);
-    }
-    progress.start(pending.len() as u64, summary.already_done as u64);
+    let earlier = journal.counts()?;
+    let done_before = earlier.accepted + earlier.rejected;
+    progress.start(expected.saturating_sub(done_before), done_before);
 
     let writer = DatasetWriter::open(out, stages.shards.clone())
         .with_context(|| format!("cannot open the shard writer in {}", out.display()))?;
@@ -152,6 +148,43 @@ pub async fn run(
             .spawn(move || write_outcomes(writer, journal, outcome_rx, progress))?
     };
 
+    let (record_tx, record_rx) = std::sync::mpsc::sync_channel::<Record>(bound);
+    let input_thread = {
+        // One indexed journal read per item through its own read-only connection: no set of
+        // done ids in memory, and no waiting on the writer's commits (WAL readers never block).
+        let lookup = Journal::open_read_only(&journal_path(out))
+            .with_context(|| format!("cannot open the journal in {}", out.display()))?;
+        let (retry_failed, max_attempts) = (options.retry_failed, options.max_attempts);
+        let stop = stop.clone();
+        let progress = progress.clone();
+        std::thread::Builder::new()
+            .name("input".into())
+            .spawn(move || -> Result<InputCounts> {
+                let mut counts = InputCounts::default();
+                for record in records {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    counts.input_items += 1;
+                    let status = lookup.status(&record.id)?;
+                    if status.done {
+                        counts.already_done += 1;
+                        continue;
+                    }
+                    if status.attempts > 0 && (!retry_failed || status.attempts >= max_attempts) {
+                        counts.skipped_failed += 1;
+                        continue;
+                    }
+                    counts.pending += 1;
+                    if record_tx.send(record).is_err() {
+                        break;
+                    }
+                }
+                progress.set_totals(counts.pending as u64, counts.already_done as u64);
+                Ok(counts)
+            })?
+    };
+
     let (prepared_tx, mut prepared_rx) = tokio::sync::mpsc::channel::<Prepared>(bound);
     let prepare_config = stages.prepare.clone();
     let prepare_stop = stop.clone();
@@ -160,7 +193,7 @@ pub async fn run(
         .name("image-stage".into())
         .spawn(move || {
             prepare_all(
-                pending,
+                record_rx,
                 &prepare_config,
                 &prepare_stop,
                 prepared_tx,
@@ -185,7 +218,12 @@ pub async fn run(
                     // Not journaled: the next run does it.
                     return;
                 }
-                let outcome = match caption_one(&stages, fingerprint, item, &progress).await {
+                let outcome = caption_one(&stages, fingerprint, item, &progress).await;
+                if progress.budget_reached().is_some() {
+                    // Like a stop signal: requests in flight finish and are committed, no new one starts.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(message) => {
                         stop.store(true, Ordering::Relaxed);
@@ -213,6 +251,13 @@ pub async fn run(
     drop(outcome_tx);
 
     let prepare_result = prepare_thread.join();
+    let input = input_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the input thread panicked"))?
+        .context("reading the input or the journal failed; committed shards are kept")?;
+    summary.input_items = input.input_items;
+    summary.already_done = input.already_done;
+    summary.skipped_failed = input.skipped_failed;
     let writer_result = writer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))?;
@@ -222,6 +267,7 @@ pub async fn run(
     if prepare_result.is_err() {
         bail!("the image stage panicked; committed shards are kept");
     }
+    let progress_budget = progress.budget_reached();
     progress.finish(if stop.load(Ordering::Relaxed) {
         "stopped"
     } else {
@@ -236,6 +282,8 @@ pub async fn run(
     let fatal = fatal.lock().ok().and_then(|slot| slot.clone());
     if let Some(message) = fatal {
         summary.stopped = Some(message);
+    } else if let Some(message) = progress_budget {
+        summary.stopped = Some(message);
     } else if stop.load(Ordering::Relaxed) {
         summary.stopped = Some("stopped by signal".into());
     }
@@ -245,7 +293,7 @@ pub async fn run(
 /// A crash between a shard's rename and its journal commit leaves a shard the journal does not
 /// know; its items are still pending and will be written again, so the file leaves the dataset.
 /// It is moved to `orphaned/`, not deleted: a lost journal must never cost data.
-fn remove_uncommitted_shards(out: &Path, journal: &Journal) -> Result<()> {
+pub(crate) fn remove_uncommitted_shards(out: &Path, journal: &Journal) -> Result<()> {
     let committed: std::collections::HashSet<String> =
         journal.shards()?.into_iter().map(|s| s.file_name).collect();
     for kind in [ShardKind::Accepted, ShardKind::Rejected] {
@@ -284,7 +332,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
-fn check_fingerprint(
+pub(crate) fn check_fingerprint(
     journal: &Journal,
     current: &Fingerprint,
     allow_mixed: bool,
@@ -308,31 +356,46 @@ fn check_fingerprint(
     }
 }
 
+/// What the input thread saw of the records.
+#[derive(Debug, Default)]
+struct InputCounts {
+    input_items: usize,
+    already_done: usize,
+    skipped_failed: usize,
+    pending: usize,
+}
+
 /// The image stage: decode, crop, measure, resize, encode on the rayon pool.
 fn prepare_all(
-    records: Vec<Record>,
+    records: std::sync::mpsc::Receiver<Record>,
     config: &PrepareConfig,
     stop: &AtomicBool,
     tx: tokio::sync::mpsc::Sender<Prepared>,
     progress: &Progress,
 ) {
     use rayon::prelude::*;
-    records.into_par_iter().for_each_with(tx, |tx, record| {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let image = prepare_one(&record, config);
-        progress.item_prepared();
-        // A closed channel means the run is stopping; the item stays pending.
-        let _ = tx.blocking_send(Prepared { record, image });
-    });
+    records
+        .into_iter()
+        .par_bridge()
+        .for_each_with(tx, |tx, record| {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let image = prepare_one(&record, config);
+            progress.item_prepared();
+            // A closed channel means the run is stopping; the item stays pending.
+            let _ = tx.blocking_send(Prepared { record, image });
+        });
 }
 
-fn prepare_one(record: &Record, config: &PrepareConfig) -> Result<PreparedImage, Outcome> {
-    let bytes = std::fs::read(&record.image_path).map_err(|err| Outcome::Failed {
+pub(crate) fn prepare_one(
+    record: &Record,
+    config: &PrepareConfig,
+) -> Result<PreparedImage, Outcome> {
+    let bytes = read_image(&record.image_path).map_err(|message| Outcome::Failed {
         id: record.id.clone(),
         class: "io",
-        message: format!("cannot read {}: {err}", record.image_path.display()),
+        message,
     })?;
     retina_fundus::prepare(&bytes, config).map_err(|err| {
         Outcome::Rejected(Box::new(RejectedRow {
@@ -349,6 +412,25 @@ fn prepare_one(record: &Record, config: &PrepareConfig) -> Result<PreparedImage,
     })
 }
 
+/// Encoded images larger than this are not downloaded (the decoder refuses far smaller ones by
+/// pixel count anyway); local files are read as they are.
+const MAX_REMOTE_IMAGE_BYTES: u64 = 512 << 20;
+
+/// An image's bytes: a local path through std::fs (unchanged cost), a URL (a manifest with an
+/// object-storage root) through retina-storage, one client per bucket for the whole process.
+fn read_image(path: &Path) -> Result<Vec<u8>, String> {
+    static READER: std::sync::OnceLock<retina_storage::Reader> = std::sync::OnceLock::new();
+    READER
+        .get_or_init(|| retina_storage::Reader::new(MAX_REMOTE_IMAGE_BYTES))
+        .read(path)
+        .map_err(|err| match err {
+            retina_storage::ReadError::Local(err) => {
+                format!("cannot read {}: {err}", path.display())
+            }
+            retina_storage::ReadError::Remote(err) => format!("cannot read {err}"),
+        })
+}
+
 /// Captions and validates one prepared item. `Err` carries a fatal message that stops the run.
 async fn caption_one(
     stages: &Stages,
@@ -362,47 +444,156 @@ async fn caption_one(
         Err(outcome) => return Ok(outcome),
     };
     let info = stages.captioner.info();
-    let mode = if info.vision {
+    let image_ext = image.format.extension();
+    let (request, image_bytes) = match caption_request(&stages.prompts, info.vision, &record, image)
+    {
+        Ok(request) => request,
+        Err(outcome) => return Ok(*outcome),
+    };
+    let facts = (*request.facts).clone();
+    let first = request.clone();
+    let mut request = request;
+    // Reasons of earlier attempts, kept on the final reject row.
+    let mut earlier: Vec<RejectReason> = Vec::new();
+    let mut attempt = 0;
+    loop {
+        progress.request_started();
+        let reply = stages.captioner.caption(request).await;
+        let usage = reply.as_ref().map(|r| r.usage).unwrap_or_default();
+        progress.request_finished(usage.prompt_tokens, usage.completion_tokens);
+        if let Ok(reply) = &reply {
+            progress.answer_cost(reply);
+        }
+        progress.concurrency_limit(stages.captioner.concurrency_limit());
+        let outcome = judge_reply(
+            &stages.validator,
+            fingerprint,
+            &info,
+            record.clone(),
+            facts.clone(),
+            image_bytes.clone(),
+            image_ext,
+            reply,
+        )?;
+        // Only the validator's rejections of an answer are worth re-asking (they carry the
+        // answer); a captioner's own rejection (refusal, truncation) is final.
+        let Outcome::Rejected(row) = outcome else {
+            return Ok(outcome);
+        };
+        let Some(previous) = row
+            .raw_answer
+            .clone()
+            .filter(|_| attempt < stages.repair_attempts)
+        else {
+            let mut row = row;
+            row.reasons.extend(earlier);
+            return Ok(Outcome::Rejected(row));
+        };
+        attempt += 1;
+        let messages: Vec<String> = row.reasons.iter().map(|r| r.to_string()).collect();
+        let prompt =
+            match stages
+                .prompts
+                .render_repair(&first.prompt, attempt, &previous, &messages)
+            {
+                Ok(prompt) => prompt,
+                Err(err) => {
+                    let mut row = row;
+                    row.reasons
+                        .push(RejectReason::new("prompt.render", err.to_string()));
+                    row.reasons.extend(earlier);
+                    return Ok(Outcome::Rejected(row));
+                }
+            };
+        earlier.extend(row.reasons.iter().map(|r| {
+            RejectReason::new(
+                r.code.clone(),
+                format!("(answer {attempt}, re-asked) {}", r.detail),
+            )
+        }));
+        tracing::debug!(item = %record.id, attempt, "re-asking with the validator's messages");
+        request = CaptionRequest {
+            prompt,
+            repair: Some(retina_captioner::RepairTurn {
+                attempt,
+                previous_answer: previous,
+                messages,
+            }),
+            ..first.clone()
+        };
+    }
+}
+
+/// A rejected item's outcome.
+fn rejected(
+    record: Record,
+    facts: Option<ImageFacts>,
+    reasons: Vec<RejectReason>,
+    raw_answer: Option<String>,
+    provenance: Option<Provenance>,
+) -> Outcome {
+    Outcome::Rejected(Box::new(RejectedRow {
+        record,
+        facts,
+        state: ItemState::Rejected,
+        reasons,
+        raw_answer,
+        provenance,
+    }))
+}
+
+/// The caption request for one prepared item (prompt rendered for the captioner's mode) and the
+/// image bytes, or the rejection when the prompt cannot be rendered. Batch mode builds its
+/// request lines from the same requests.
+pub(crate) fn caption_request(
+    prompts: &PromptSet,
+    vision: bool,
+    record: &Record,
+    image: PreparedImage,
+) -> Result<(CaptionRequest, Arc<Vec<u8>>), Box<Outcome>> {
+    let mode = if vision {
         PromptMode::Vision
     } else {
         PromptMode::TextOnly
     };
-    let reject = |reasons: Vec<RejectReason>, raw: Option<String>, provenance, facts| {
-        Outcome::Rejected(Box::new(RejectedRow {
-            record: record.clone(),
-            facts: Some(facts),
-            state: ItemState::Rejected,
-            reasons,
-            raw_answer: raw,
-            provenance,
-        }))
-    };
-    let prompt = match stages.prompts.render(&record, &image.facts, mode) {
+    let prompt = match prompts.render(record, &image.facts, mode) {
         Ok(prompt) => prompt,
         Err(err) => {
-            return Ok(reject(
+            return Err(Box::new(rejected(
+                record.clone(),
+                Some(image.facts),
                 vec![RejectReason::new("prompt.render", err.to_string())],
                 None,
                 None,
-                image.facts,
-            ));
+            )));
         }
     };
-    let record_arc = Arc::new(record.clone());
-    let facts_arc = Arc::new(image.facts.clone());
     let image_bytes = Arc::new(image.bytes);
     let request = CaptionRequest {
-        record: record_arc,
-        facts: facts_arc,
+        record: Arc::new(record.clone()),
+        facts: Arc::new(image.facts),
         prompt,
-        image: info.vision.then(|| image_bytes.clone()),
+        image: vision.then(|| image_bytes.clone()),
         image_mime: image.format.mime(),
+        repair: None,
     };
-    progress.request_started();
-    let reply = stages.captioner.caption(request).await;
-    let usage = reply.as_ref().map(|r| r.usage).unwrap_or_default();
-    progress.request_finished(usage.prompt_tokens, usage.completion_tokens);
-    progress.concurrency_limit(stages.captioner.concurrency_limit());
+    Ok((request, image_bytes))
+}
+
+/// What a captioner's reply makes of an item: validated into accepted or rejected, rejected for
+/// the captioner's reason, or failed (retried next run). `Err` carries a fatal message that stops
+/// the run. Batch mode judges its joined answers with the same function.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn judge_reply(
+    validator: &Validator,
+    fingerprint: &Fingerprint,
+    info: &CaptionerInfo,
+    record: Record,
+    facts: ImageFacts,
+    image_bytes: Arc<Vec<u8>>,
+    image_ext: &'static str,
+    reply: Result<CaptionReply, CaptionError>,
+) -> Result<Outcome, String> {
     let reply = match reply {
         Ok(reply) => reply,
         Err(CaptionError::Fatal { message }) => return Err(message),
@@ -414,46 +605,49 @@ async fn caption_one(
             });
         }
         Err(CaptionError::Rejected { code, detail }) => {
-            return Ok(reject(
+            return Ok(rejected(
+                record,
+                Some(facts),
                 vec![RejectReason::new(code, detail)],
                 None,
                 None,
-                image.facts,
             ));
         }
     };
     let provenance = Provenance {
-        model: info.model,
-        endpoint: info.endpoint,
+        model: info.model.clone(),
+        endpoint: info.endpoint.clone(),
         prompt_hash: fingerprint.prompt_hash.clone(),
         schema_hash: fingerprint.schema_hash.clone(),
         captioned_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         usage: reply.usage,
         latency_ms: reply.latency_ms,
     };
-    Ok(
-        match stages.validator.validate(&reply.raw, &record, &image.facts) {
-            Verdict::Accepted(answer) => {
-                let image_bytes = Arc::try_unwrap(image_bytes).unwrap_or_else(|arc| (*arc).clone());
-                Outcome::Accepted(Box::new(AcceptedRow {
-                    record,
-                    facts: image.facts,
-                    image: image_bytes,
-                    image_ext: image.format.extension(),
-                    answer,
-                    provenance,
-                }))
-            }
-            Verdict::Rejected { reasons, .. } => {
-                reject(reasons, Some(reply.raw), Some(provenance), image.facts)
-            }
-        },
-    )
+    Ok(match validator.validate(&reply.raw, &record, &facts) {
+        Verdict::Accepted(answer) => {
+            let image = Arc::try_unwrap(image_bytes).unwrap_or_else(|arc| (*arc).clone());
+            Outcome::Accepted(Box::new(AcceptedRow {
+                record,
+                facts,
+                image,
+                image_ext,
+                answer,
+                provenance,
+            }))
+        }
+        Verdict::Rejected { reasons, .. } => rejected(
+            record,
+            Some(facts),
+            reasons,
+            Some(reply.raw),
+            Some(provenance),
+        ),
+    })
 }
 
 /// The writer thread: owns the shard writer and the journal; commits items only after their shard
 /// is durable.
-fn write_outcomes(
+pub(crate) fn write_outcomes(
     mut writer: DatasetWriter,
     journal: Journal,
     mut rx: tokio::sync::mpsc::Receiver<Outcome>,

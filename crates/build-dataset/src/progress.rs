@@ -37,9 +37,24 @@ struct Counters {
     concurrency: AtomicU64,
 }
 
+/// Money: what answers cost at the model's price, the budget, and the dataset's earlier spend.
+#[derive(Default)]
+struct Money {
+    price: Option<retina_captioner::Price>,
+    /// This run's spend.
+    run: retina_captioner::Spend,
+    /// Spend of earlier runs into the same dataset (from the ledger).
+    earlier: retina_captioner::Spend,
+    /// Stop once this run has spent this many dollars.
+    budget: Option<f64>,
+    /// Where the dataset's cumulative spend is kept (`journal/spend.json`).
+    ledger: Option<PathBuf>,
+}
+
 struct Inner {
     bar: ProgressBar,
     counters: Counters,
+    money: Mutex<Money>,
     plain: bool,
     state_file: Mutex<Option<PathBuf>>,
     last_line: Mutex<Instant>,
@@ -72,6 +87,24 @@ pub struct RunState {
     /// The captioner's current concurrency limit, when it adapts it.
     pub concurrency_limit: Option<u64>,
     pub eta_seconds: Option<f64>,
+    /// Answers this run paid for (not from the response cache).
+    #[serde(default)]
+    pub billed_requests: u64,
+    /// Answers this run took from the response cache, free.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// Prompt tokens of billed answers the provider served from its prompt cache.
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// US dollars this run spent; `None` when the model has no price.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// US dollars spent on the dataset over all runs, this one included.
+    #[serde(default)]
+    pub dataset_cost_usd: Option<f64>,
+    /// The run's budget (`--max-cost`), if any.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
 }
 
 impl Progress {
@@ -94,6 +127,7 @@ impl Progress {
             inner: Arc::new(Inner {
                 bar,
                 counters: Counters::default(),
+                money: Mutex::new(Money::default()),
                 plain,
                 state_file: Mutex::new(None),
                 last_line: Mutex::new(Instant::now()),
@@ -121,6 +155,50 @@ impl Progress {
         }
     }
 
+    /// Prices answers at `price` (none: tokens are counted, dollars are not) and stops counting
+    /// toward `budget` dollars; `ledger` keeps the dataset's spend across runs, starting from
+    /// `earlier`.
+    pub fn set_money(
+        &self,
+        price: Option<retina_captioner::Price>,
+        budget: Option<f64>,
+        ledger: Option<PathBuf>,
+        earlier: retina_captioner::Spend,
+    ) {
+        let mut money = self.money();
+        money.price = price;
+        money.budget = budget.filter(|b| *b > 0.0);
+        money.ledger = ledger;
+        money.earlier = earlier;
+    }
+
+    fn money(&self) -> std::sync::MutexGuard<'_, Money> {
+        // Plain numbers: a panic elsewhere cannot leave them inconsistent.
+        self.inner.money.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one answer's cost (nothing for a response-cache hit).
+    pub fn answer_cost(&self, reply: &retina_captioner::CaptionReply) {
+        let mut money = self.money();
+        let price = money.price;
+        money.run.add_answer(
+            price.as_ref(),
+            u64::from(reply.usage.prompt_tokens),
+            u64::from(reply.cached_prompt_tokens),
+            u64::from(reply.usage.completion_tokens),
+            reply.from_cache,
+        );
+    }
+
+    /// When this run has spent its budget: a message saying so.
+    pub fn budget_reached(&self) -> Option<String> {
+        let money = self.money();
+        let budget = money.budget?;
+        let spent = money.run.usd.unwrap_or(0.0);
+        (spent >= budget)
+            .then(|| format!("cost budget reached: spent ${spent:.4} of --max-cost ${budget:.4}"))
+    }
+
     pub fn start(&self, to_do: u64, already_done: u64) {
         let c = &self.inner.counters;
         c.total.store(to_do, Ordering::Relaxed);
@@ -134,6 +212,15 @@ impl Progress {
                 .enable_steady_tick(Duration::from_millis(200));
         }
         self.write_state("running", true);
+    }
+
+    /// Replaces the totals given to [`Progress::start`] (an estimate for a streamed input) with
+    /// the exact figures once the whole input has been read.
+    pub fn set_totals(&self, to_do: u64, already_done: u64) {
+        let c = &self.inner.counters;
+        c.total.store(to_do, Ordering::Relaxed);
+        c.already_done.store(already_done, Ordering::Relaxed);
+        self.inner.bar.set_length(to_do);
     }
 
     /// The image stage finished one item (successfully or not).
@@ -205,6 +292,10 @@ impl Progress {
         let elapsed = self.inner.started.elapsed().as_secs_f64().max(1e-9);
         let rate = done as f64 / elapsed;
         let remaining = load(&c.total).saturating_sub(done);
+        let (run, dataset, budget) = {
+            let money = self.money();
+            (money.run, money.earlier.plus(&money.run), money.budget)
+        };
         RunState {
             pid: std::process::id(),
             started_at: self.inner.started_at.clone(),
@@ -224,13 +315,19 @@ impl Progress {
             images_per_second: load(&c.prepared) as f64 / elapsed,
             concurrency_limit: Some(load(&c.concurrency)).filter(|l| *l > 0),
             eta_seconds: (rate > 0.0).then(|| remaining as f64 / rate),
+            billed_requests: run.requests,
+            cache_hits: run.cache_hits,
+            cached_prompt_tokens: run.cached_prompt_tokens,
+            cost_usd: run.usd,
+            dataset_cost_usd: dataset.usd,
+            max_cost_usd: budget,
         }
     }
 
     fn counts(&self) -> String {
         let s = self.snapshot("running");
         format!(
-            "{:.1} items/s · accepted {} · rejected {} · failed {} · in flight {}{} · images prepared {} ({:.1}/s) · tokens {} in / {} out · shards {}",
+            "{:.1} items/s · accepted {} · rejected {} · failed {} · in flight {}{} · images prepared {} ({:.1}/s) · tokens {} in / {} out{} · shards {}",
             s.items_per_second,
             s.accepted,
             s.rejected,
@@ -243,6 +340,7 @@ impl Progress {
             s.images_per_second,
             s.prompt_tokens,
             s.completion_tokens,
+            cost_text(&s),
             s.shards_committed
         )
     }
@@ -291,7 +389,62 @@ impl Progress {
         if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(&tmp, path);
         }
+        drop(slot);
+        self.write_ledger();
     }
+
+    /// Writes the dataset's cumulative spend (atomically), so a crash loses at most two seconds.
+    pub fn write_ledger(&self) {
+        let (path, spend) = {
+            let money = self.money();
+            let Some(path) = money.ledger.clone() else {
+                return;
+            };
+            (path, money.earlier.plus(&money.run))
+        };
+        if let Err(err) = write_spend(&path, &spend) {
+            tracing::warn!(path = %path.display(), %err, "cannot record the dataset's spend");
+        }
+    }
+}
+
+/// `, $1.2345 (3 cache hits)` for the live line: the run's cost, the budget, free cache hits.
+fn cost_text(s: &RunState) -> String {
+    let mut text = String::new();
+    if let Some(usd) = s.cost_usd {
+        text.push_str(&format!(" · cost ${usd:.4}"));
+        if let Some(budget) = s.max_cost_usd {
+            text.push_str(&format!(" of ${budget:.2}"));
+        }
+    }
+    if s.cache_hits > 0 {
+        text.push_str(&format!(" · {} cached (free)", s.cache_hits));
+    }
+    text
+}
+
+/// The dataset's cumulative spend, kept beside the journal.
+pub fn spend_path(out: &std::path::Path) -> PathBuf {
+    out.join("journal").join("spend.json")
+}
+
+/// Reads the spend ledger; a missing file is no spend yet.
+pub fn read_spend(path: &std::path::Path) -> anyhow::Result<retina_captioner::Spend> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{} is not a spend record: {err}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Ok(retina_captioner::Spend::default())
+        }
+        Err(err) => Err(anyhow::anyhow!("cannot read {}: {err}", path.display())),
+    }
+}
+
+fn write_spend(path: &std::path::Path, spend: &retina_captioner::Spend) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(spend)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn now_rfc3339() -> String {
@@ -385,6 +538,40 @@ impl RunState {
             "The captioner's current concurrency limit (0: fixed).",
             self.concurrency_limit.unwrap_or(0) as f64,
         );
+        metric(
+            "billed_requests_total",
+            "counter",
+            "Answers paid for (not from the response cache).",
+            self.billed_requests as f64,
+        );
+        metric(
+            "cache_hits_total",
+            "counter",
+            "Answers taken from the response cache, free.",
+            self.cache_hits as f64,
+        );
+        metric(
+            "cached_prompt_tokens_total",
+            "counter",
+            "Prompt tokens the provider served from its prompt cache.",
+            self.cached_prompt_tokens as f64,
+        );
+        if let Some(usd) = self.cost_usd {
+            metric(
+                "cost_usd_total",
+                "counter",
+                "US dollars this run spent, at the configured price.",
+                usd,
+            );
+        }
+        if let Some(budget) = self.max_cost_usd {
+            metric(
+                "cost_budget_usd",
+                "gauge",
+                "The run's --max-cost budget in US dollars.",
+                budget,
+            );
+        }
         out
     }
 }
@@ -402,6 +589,34 @@ mod tests {
         progress.start(10, 5);
         progress.request_started();
         progress.request_finished(100, 50);
+        progress.set_money(
+            Some(retina_captioner::Price {
+                input: 1.0,
+                output: 2.0,
+                cached_input: None,
+            }),
+            Some(0.0002),
+            Some(dir.path().join("spend.json")),
+            retina_captioner::Spend {
+                usd: Some(1.0),
+                ..Default::default()
+            },
+        );
+        let reply = |from_cache| retina_captioner::CaptionReply {
+            raw: String::new(),
+            usage: retina_records::Usage {
+                prompt_tokens: 100,
+                completion_tokens: 50,
+            },
+            latency_ms: 0,
+            finish_reason: "stop".into(),
+            cached_prompt_tokens: 0,
+            from_cache,
+        };
+        progress.answer_cost(&reply(true));
+        assert!(progress.budget_reached().is_none(), "a cache hit is free");
+        progress.answer_cost(&reply(false));
+        assert!(progress.budget_reached().unwrap().contains("budget"));
         progress.concurrency_limit(Some(12));
         progress.item_prepared();
         progress.item_done("accepted");
@@ -418,6 +633,16 @@ mod tests {
         assert_eq!(state.prepared, 1);
         assert!(state.images_per_second > 0.0);
         assert_eq!(state.pid, std::process::id());
+        assert_eq!((state.billed_requests, state.cache_hits), (1, 1));
+        assert!((state.cost_usd.unwrap() - 0.0002).abs() < 1e-12);
+        assert!((state.dataset_cost_usd.unwrap() - 1.0002).abs() < 1e-12);
+        let ledger = read_spend(&dir.path().join("spend.json")).unwrap();
+        assert!((ledger.usd.unwrap() - 1.0002).abs() < 1e-12);
+        assert!(
+            state
+                .prometheus()
+                .contains("\nretinalogos_cost_usd_total 0.0002\n")
+        );
     }
 
     #[test]

@@ -86,6 +86,20 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitCode> {
                 .map(|a| format!(" ({a} s ago)"))
                 .unwrap_or_default()
         );
+        println!(
+            "cost: {} this run{} ({} answers paid for, {} from the cache for free); {} for the dataset",
+            s.cost_usd.map_or_else(
+                || "unknown (no price for the model)".to_string(),
+                |c| format!("${c:.4}")
+            ),
+            s.max_cost_usd
+                .map(|b| format!(" of a ${b:.2} budget"))
+                .unwrap_or_default(),
+            s.billed_requests,
+            s.cache_hits,
+            s.dataset_cost_usd
+                .map_or_else(|| "unknown".to_string(), |c| format!("${c:.4}"))
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

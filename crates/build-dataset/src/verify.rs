@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 /// Prints every problem found; exit code 1 when there is any.
 pub fn run(dir: &Path) -> Result<ExitCode> {
+    if retina_storage::Location::path_is_object_url(dir) {
+        return run_remote(&dir.to_string_lossy());
+    }
     let problems = problems(dir)?;
     if problems.is_empty() {
         println!("ok: {} is consistent", dir.display());
@@ -92,4 +95,19 @@ pub fn problems(dir: &Path) -> Result<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+/// `verify URL`: the published card and shards (the journal stays in the local build folder).
+fn run_remote(text: &str) -> Result<ExitCode> {
+    let url = crate::object_storage::upload_target(text)?;
+    let problems = crate::object_storage::verify_remote(&url)?;
+    if problems.is_empty() {
+        println!("ok: {url} is consistent (card, shard sizes, checksums, rows, unique ids)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("problem: {problem}");
+    }
+    println!("{} problem(s) in {url}", problems.len());
+    Ok(ExitCode::from(1))
 }

@@ -10,6 +10,9 @@ mod image;
 mod pipeline;
 mod qa;
 mod real_endpoint;
+mod resume;
+mod scale;
+mod shards;
 
 use crate::cli::BenchArgs;
 use anyhow::{Context, Result, bail};
@@ -46,6 +49,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "pipeline" => pipeline::run_child(args),
             "endpoint" => endpoint::run_child(args),
             "qa" => qa::run_child(args),
+            "scale" => scale::run_child(args),
             other => bail!("unknown benchmark child scenario {other:?}"),
         };
     }
@@ -69,8 +73,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if wanted(args, "qa") {
         qa::run(&context, &mut results)?;
     }
+    // Not in the default set: 1.4 million items take 15-30 minutes (`--only scale`).
+    if args.only.iter().any(|only| only == "scale") {
+        scale::run(&context, &mut results)?;
+    }
     if wanted(args, "real-endpoint") {
         real_endpoint::run(&context, &mut results)?;
+    }
+    if wanted(args, "shards") {
+        shards::run(&context, &mut results)?;
+    }
+    if wanted(args, "resume") {
+        resume::run(&context, &mut results)?;
     }
 
     let text = serde_json::to_string_pretty(&results.0)?;
