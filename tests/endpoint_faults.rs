@@ -476,3 +476,49 @@ fn schema_violating_answers_are_repaired_by_a_re_ask_and_accepted() {
         PREFLIGHT + ITEMS + faults
     );
 }
+
+/// `captioner.endpoints`: two replicas, one answering 500 to everything. Every item ends accepted
+/// by the healthy one, and the broken one is taken out after its first failures.
+#[test]
+fn replicas_route_around_a_broken_one_and_every_item_is_accepted() {
+    let case = Case::new();
+    let broken = case.endpoint(&["500"]);
+    let good = case.endpoint(&[]);
+    let mut config = std::fs::read_to_string(&case.config).unwrap();
+    config = config.replace("max_retries = 3", "max_retries = 1");
+    config.push_str(&format!(
+        "endpoints = [{{ url = \"{}\", weight = 3 }}, {{ url = \"{}\" }}]\n",
+        broken.base_url(),
+        good.base_url()
+    ));
+    std::fs::write(&case.config, config).unwrap();
+    let build = Command::new(BIN)
+        .args(["build", "--out", case.out.to_str().unwrap(), "--images"])
+        .arg(photos())
+        .args(["--model", "loopback-vlm", "--config"])
+        .arg(&case.config)
+        .env("LOOPBACK_TEST_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    assert_eq!(
+        case.assert_all_terminal(),
+        (ITEMS, 0, 0),
+        "{}",
+        text(&build)
+    );
+    // The healthy replica answered every item (plus its preflight); the broken one, despite
+    // its higher weight, got only the requests sent before it was first taken out.
+    assert_eq!(
+        good.stats().completed.load(Ordering::Relaxed),
+        ITEMS + PREFLIGHT
+    );
+    assert!(broken.stats().requests.load(Ordering::Relaxed) < 2 * ITEMS);
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(case.out.join("dataset.json")).unwrap())
+            .unwrap();
+    assert!(
+        card.to_string().contains(&good.base_url()),
+        "the card names the replicas"
+    );
+}

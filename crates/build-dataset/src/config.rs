@@ -59,11 +59,29 @@ impl Default for ImageSection {
     }
 }
 
+/// One replica of `captioner.endpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaEntry {
+    /// Base URL up to and including `/v1`.
+    pub url: String,
+    /// Share of the requests relative to the other replicas.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptionerSection {
     /// Base URL of an OpenAI-compatible endpoint; empty means the embedded offline captioner.
     pub endpoint: String,
+    /// Several replicas of the same model instead of one `endpoint`:
+    /// `endpoints = [{ url = "...", weight = 2 }, ...]` (weight defaults to 1).
+    pub endpoints: Vec<ReplicaEntry>,
     pub model: String,
     /// Name of the environment variable holding the API key (the key itself never goes in a file).
     pub api_key_env: String,
@@ -104,6 +122,7 @@ impl Default for CaptionerSection {
     fn default() -> Self {
         CaptionerSection {
             endpoint: String::new(),
+            endpoints: Vec::new(),
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
             vision: true,
@@ -206,6 +225,15 @@ impl CostSection {
 impl BuildConfig {
     /// Checks values serde cannot: ranges and enumerations.
     pub fn check(&self) -> Result<()> {
+        for replica in &self.captioner.endpoints {
+            if replica.url.trim().is_empty()
+                || !(replica.weight.is_finite() && replica.weight > 0.0)
+            {
+                bail!(
+                    "captioner.endpoints: each entry needs a url and a positive weight; got {replica:?}"
+                );
+            }
+        }
         if !self.prompt.styles.iter().any(|s| s == "detailed") {
             bail!(
                 "prompt.styles must include \"detailed\" (the caption field); got {:?}",

@@ -55,9 +55,15 @@ pub fn load(
         check_type(known.get(key), &value, section, key, &origin)?;
         set(&mut merged, &section.clone(), key, value);
     }
-    let config: BuildConfig = merged
+    let mut config: BuildConfig = merged
         .try_into()
         .context("invalid configuration value (see `build-dataset config show`)")?;
+    // Replicas without a single endpoint: the run is online, and `endpoint` names the first.
+    if config.captioner.endpoint.is_empty()
+        && let Some(first) = config.captioner.endpoints.first()
+    {
+        config.captioner.endpoint = first.url.clone();
+    }
     config.check()?;
     Ok(config)
 }
@@ -207,6 +213,33 @@ mod tests {
             toml::to_string(&BuildConfig::default()).unwrap()
         );
         assert!(init(&path).is_err(), "init must not overwrite");
+    }
+
+    #[test]
+    fn replicas_make_the_run_online_and_bad_weights_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[captioner]\nendpoints = [{ url = \"http://a:8000/v1\", weight = 2 }, { url = \"http://b:8000/v1\" }]\n",
+        )
+        .unwrap();
+        let config = load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.captioner.endpoint, "http://a:8000/v1");
+        let weights: Vec<f64> = config
+            .captioner
+            .endpoints
+            .iter()
+            .map(|r| r.weight)
+            .collect();
+        assert_eq!(weights, [2.0, 1.0]);
+        std::fs::write(
+            &path,
+            "[captioner]\nendpoints = [{ url = \"http://a:8000/v1\", weight = 0 }]\n",
+        )
+        .unwrap();
+        let err = load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("positive weight"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,15 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// How a preflight error about a server that does not answer at all begins.
+const UNREACHABLE: &str = "cannot reach the endpoint";
+
+/// True when `err` from [`preflight`] says the server could not be reached (as opposed to a
+/// server that answered and refused).
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.to_string().starts_with(UNREACHABLE)
+}
+
 /// Checks the endpoint in `section` against `schema`; `Err` explains what to change.
 pub fn preflight(section: &CaptionerSection, schema: &Value, api_key: Option<&str>) -> Result<()> {
     let section = section.clone();
@@ -136,7 +145,7 @@ async fn check(section: &CaptionerSection, schema: &Value, api_key: Option<&str>
     let response = match request.send().await {
         Ok(response) => response,
         Err(err) => bail!(
-            "cannot reach the endpoint {url}: {}. Is the server running, and is --endpoint the base URL up to /v1?",
+            "{UNREACHABLE} {url}: {}. Is the server running, and is --endpoint the base URL up to /v1?",
             error_chain(&err)
         ),
     };

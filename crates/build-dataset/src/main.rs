@@ -183,6 +183,40 @@ fn make_captioner(
     let api_key = std::env::var(&section.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
+    // Replicas (`captioner.endpoints`) unless `--endpoint` chose one server outside them.
+    let replicas = &section.endpoints;
+    if !replicas.is_empty() && replicas.iter().any(|r| r.url == section.endpoint) {
+        let mut set = Vec::with_capacity(replicas.len());
+        let mut unreachable = Vec::new();
+        for replica in replicas {
+            let one = config::CaptionerSection {
+                endpoint: replica.url.clone(),
+                ..section.clone()
+            };
+            // A replica that is down now may come up later (the set probes it again), but one
+            // that refuses the request's shape or key would reject items: that stops the run.
+            match endpoint_check::preflight(&one, schema.value(), api_key.as_deref()) {
+                Err(err) if endpoint_check::is_unreachable(&err) => {
+                    tracing::warn!(endpoint = %replica.url, "replica unreachable at start: {err:#}");
+                    unreachable.push(err);
+                }
+                other => other?,
+            }
+            let client = OpenAiCaptioner::new(endpoint_config(&one, schema, api_key.clone())?)
+                .map_err(|err| {
+                    anyhow::anyhow!("cannot set up the client of {}: {err}", replica.url)
+                })?;
+            set.push((client, replica.weight));
+        }
+        if unreachable.len() == replicas.len()
+            && let Some(err) = unreachable.pop()
+        {
+            return Err(err.context("no replica of captioner.endpoints can be reached"));
+        }
+        let set = retina_captioner::ReplicaSet::new(set)
+            .map_err(|err| anyhow::anyhow!("cannot set up the replicas: {err}"))?;
+        return Ok(Arc::new(set));
+    }
     endpoint_check::preflight(section, schema.value(), api_key.as_deref())?;
     let client = OpenAiCaptioner::new(endpoint_config(section, schema, api_key)?)
         .map_err(|err| anyhow::anyhow!("cannot set up the endpoint client: {err}"))?;

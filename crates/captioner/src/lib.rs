@@ -17,6 +17,7 @@ mod offline;
 mod openai;
 mod pricing;
 mod ratelimit;
+mod replicas;
 
 pub use cache::ResponseCache;
 pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Signal};
@@ -27,6 +28,7 @@ pub use openai::{
 };
 pub use pricing::{Price, PriceTable, Spend};
 pub use ratelimit::{RateGate, RateLimitConfig, RateLimitState, parse_reset};
+pub use replicas::{ReplicaSet, ReplicaStats};
 
 /// Who answers: recorded in provenance and used in cache keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
