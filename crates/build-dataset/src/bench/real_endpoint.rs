@@ -10,7 +10,8 @@
 //! 2. the server's concurrent rate: as many requests in flight as it has slots, straight through
 //!    the client (no image stage, validator, shards or journal);
 //! 3. the whole pipeline with `concurrency` = slots (adaptive limiter on, starting at the slot
-//!    count as a user who knows the server would configure it).
+//!    count as a user who knows the server would configure it; repair re-asks off, so it too
+//!    sends one request per item).
 //!
 //! The figure is (3) over (1) x slots, goal at least 0.9. On a small CPU machine a server's
 //! slots share the same cores, so (2) can be far below (1) x slots; (3) over (2) then shows what
@@ -129,6 +130,9 @@ fn start_server(
 fn config(url: &str, concurrency: usize) -> BuildConfig {
     let mut config = BuildConfig::default();
     config.image.size = 256;
+    // One request per item in every phase: a repair re-ask would be a second request that the
+    // client-only phases do not make.
+    config.prompt.repair_attempts = 0;
     let c = &mut config.captioner;
     c.endpoint = format!("{url}/v1");
     c.model = "bench-model".into();
