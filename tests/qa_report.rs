@@ -342,8 +342,13 @@ fn baseline_compares_two_builds_side_by_side() {
     assert_eq!(accepted["baseline"].as_f64(), Some(40.0));
     assert_eq!(accepted["delta"].as_f64(), Some(50.0));
     assert!(metric("coverage_rnfl")["current"].as_f64().is_some());
-    // The baseline is read, never written.
-    assert!(!other.join("qa").exists(), "baseline folder untouched");
+    // The baseline is read, never written (its build wrote only qa/acceptance.json).
+    for report in ["report.json", "report.html", "report.md"] {
+        assert!(
+            !other.join("qa").join(report).exists(),
+            "baseline folder untouched: qa/{report}"
+        );
+    }
     let page = std::fs::read_to_string(current.join("qa/report.html")).unwrap();
     assert!(
         page.contains(other.to_str().unwrap()),
