@@ -52,21 +52,7 @@ impl SplitMix {
 
 /// Unlabelled photographs, so the endpoint's generic answer is consistent with every item.
 fn photos(root: &Path) -> PathBuf {
-    let demo = root.join("demo");
-    let made = Command::new(BIN)
-        .args(["demo-data", "--dir", demo.to_str().unwrap()])
-        .args(["--eyepacs", &ITEMS.to_string(), "--rfmid", "0"])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    let photos = root.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for entry in std::fs::read_dir(demo.join("eyepacs/train")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, photos.join(path.file_name().unwrap())).unwrap();
-    }
-    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), ITEMS);
-    photos
+    common::unlabelled_photos(root, ITEMS)
 }
 
 fn build_command(out: &Path, photos: &Path, config: &Path, endpoint: &Endpoint) -> Command {

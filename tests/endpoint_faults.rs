@@ -26,28 +26,7 @@ fn photos() -> &'static Path {
     static PHOTOS: OnceLock<PathBuf> = OnceLock::new();
     PHOTOS.get_or_init(|| {
         let root = std::env::temp_dir().join(format!("retinalogos-faults-{}", std::process::id()));
-        let demo = root.join("demo");
-        let made = Command::new(BIN)
-            .args([
-                "demo-data",
-                "--dir",
-                demo.to_str().unwrap(),
-                "--eyepacs",
-                &ITEMS.to_string(),
-                "--rfmid",
-                "0",
-            ])
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{}", text(&made));
-        let photos = root.join("photos");
-        std::fs::create_dir_all(&photos).unwrap();
-        for entry in std::fs::read_dir(demo.join("eyepacs/train")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, photos.join(path.file_name().unwrap())).unwrap();
-        }
-        assert_eq!(std::fs::read_dir(&photos).unwrap().count() as u64, ITEMS);
-        photos
+        common::unlabelled_photos(&root, ITEMS as usize)
     })
 }
 
