@@ -1,6 +1,7 @@
 //! The Files and Batches API client.
 
 use crate::{BatchError, CHAT_COMPLETIONS_URL};
+use retina_captioner::{error_body_message as error_message, error_chain};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fmt;
@@ -275,32 +276,6 @@ impl BatchClient {
 
 fn tokio_free_read(path: &Path) -> Result<Vec<u8>, BatchError> {
     std::fs::read(path).map_err(BatchError::io(path))
-}
-
-/// The message of an OpenAI-style (`{"error":{"message"}}`) or flat error body, else its text.
-fn error_message(text: &str) -> String {
-    let value: Option<Value> = serde_json::from_str(text).ok();
-    let from = |v: &Value| {
-        v.get("error")
-            .and_then(|e| e.get("message").or(Some(e)))
-            .or_else(|| v.get("message"))
-            .and_then(|m| m.as_str().map(str::to_string))
-    };
-    value
-        .as_ref()
-        .and_then(from)
-        .unwrap_or_else(|| text.chars().take(300).collect())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 use crate::config::CaptionerSection;
 use anyhow::{Result, bail};
+use retina_captioner::{error_body_message as error_message, error_chain};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -189,33 +190,6 @@ async fn check(section: &CaptionerSection, schema: &Value, api_key: Option<&str>
             Ok(())
         }
     }
-}
-
-/// The `error.message` of an OpenAI-style body (or `detail`, or the start of the text).
-fn error_message(text: &str) -> String {
-    let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let inner = if value["error"].is_object() {
-        &value["error"]
-    } else {
-        &value
-    };
-    inner["message"]
-        .as_str()
-        .or_else(|| inner["detail"].as_str())
-        .or_else(|| value["error"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| text.chars().take(300).collect())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub use cache::ResponseCache;
 pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Signal};
 pub use offline::OfflineCaptioner;
 pub use openai::{
-    EndpointConfig, OpenAiCaptioner, ResponseFormat, chat_request_body, parse_chat_completion,
-    system_with_schema,
+    EndpointConfig, OpenAiCaptioner, ResponseFormat, chat_request_body, error_body_message,
+    error_chain, parse_chat_completion, system_with_schema,
 };
 pub use pricing::{Price, PriceTable, Spend};
 pub use ratelimit::{RateGate, RateLimitConfig, RateLimitState, parse_reset};

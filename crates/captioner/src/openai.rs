@@ -504,8 +504,25 @@ fn jitter() -> f64 {
     rand::rng().random::<f64>()
 }
 
+/// The `error.message` of an OpenAI-style error body (or a flat `message`, `detail` or string
+/// `error`), else the start of the text: what a server said, for error messages.
+pub fn error_body_message(text: &str) -> String {
+    let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let inner = if value["error"].is_object() {
+        &value["error"]
+    } else {
+        &value
+    };
+    inner["message"]
+        .as_str()
+        .or_else(|| inner["detail"].as_str())
+        .or_else(|| value["error"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
 /// The error and its sources on one line (reqwest hides the useful part in the source).
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(inner) = source {
