@@ -72,20 +72,22 @@ impl Case {
     }
 
     fn build(&self, endpoint: &Endpoint) -> Output {
-        Command::new(BIN)
-            .args(["build", "--out", self.out.to_str().unwrap(), "--images"])
-            .arg(photos())
-            .args([
-                "--endpoint",
-                &endpoint.base_url(),
-                "--model",
-                "loopback-vlm",
-                "--config",
-            ])
-            .arg(&self.config)
-            .env("LOOPBACK_TEST_KEY", SECRET)
+        self.build_command()
+            .args(["--endpoint", &endpoint.base_url()])
             .output()
             .unwrap()
+    }
+
+    /// The build of the photographs with this case's configuration and key, no endpoint flag.
+    fn build_command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(["build", "--out", self.out.to_str().unwrap(), "--images"])
+            .arg(photos())
+            .args(["--model", "loopback-vlm", "--config"])
+            .arg(&self.config)
+            .env("LOOPBACK_TEST_KEY", SECRET);
+        command
     }
 
     fn counts(&self) -> (u64, u64, u64) {
@@ -471,14 +473,7 @@ fn replicas_route_around_a_broken_one_and_every_item_is_accepted() {
         good.base_url()
     ));
     std::fs::write(&case.config, config).unwrap();
-    let build = Command::new(BIN)
-        .args(["build", "--out", case.out.to_str().unwrap(), "--images"])
-        .arg(photos())
-        .args(["--model", "loopback-vlm", "--config"])
-        .arg(&case.config)
-        .env("LOOPBACK_TEST_KEY", SECRET)
-        .output()
-        .unwrap();
+    let build = case.build_command().output().unwrap();
     assert!(build.status.success(), "{}", text(&build));
     assert_eq!(
         case.assert_all_terminal(),

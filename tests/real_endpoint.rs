@@ -12,7 +12,7 @@ use common::{BIN, text};
 
 use retina_captioner::{CaptionError, CaptionRequest, Captioner, EndpointConfig, OpenAiCaptioner};
 use retina_prompt::RenderedPrompt;
-use retina_records::{ImageFacts, QualityGrade, QualityMetrics, Record};
+use retina_records::{ImageFacts, Record};
 use retina_validate::{CaptionSchema, Rules, Validator, Verdict};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -93,27 +93,9 @@ fn demo_records() -> HashMap<String, Record> {
 /// Placeholder measurements: the validator's rules check answers against labels.
 fn facts() -> ImageFacts {
     ImageFacts {
-        original_width: 1536,
-        original_height: 1024,
         output_width: 256,
         output_height: 256,
-        fov_fraction: 0.7,
-        quality: QualityMetrics {
-            brightness: 0.4,
-            contrast: 0.2,
-            sharpness: 100.0,
-            illumination_uniformity: 0.9,
-            grade: QualityGrade::Good,
-        },
-        disc: None,
-        centring: None,
-        vessel_density: None,
-        tortuosity: None,
-        fractal_dimension: None,
-        cup_to_disc_ratio: None,
-        bright_lesion_candidates: None,
-        dark_lesion_candidates: None,
-        perceptual_hash: 0,
+        ..ImageFacts::fixture(1536, 1024)
     }
 }
 
