@@ -11,7 +11,7 @@
 //! The limit is enforced by a semaphore that is resized in place: growth adds permits, shrinking
 //! takes idle permits away at once and retires busy ones as their requests finish.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -94,6 +94,8 @@ pub struct Limiter {
     state: Mutex<State>,
     overloaded: AtomicU64,
     dropped: AtomicU64,
+    /// `State::debt`, readable without the lock.
+    owed: AtomicUsize,
 }
 
 /// One slot in flight; returned (or retired) on drop.
@@ -104,12 +106,18 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        // Most releases owe nothing: skip the lock then (a stale read only delays a retirement
+        // to a later release).
+        if self.limiter.owed.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         if let Some(permit) = self.permit.take() {
             let mut state = self.limiter.lock();
             if state.debt > 0 {
                 state.debt -= 1;
                 state.granted -= 1;
                 permit.forget();
+                self.limiter.owed.store(state.debt, Ordering::Relaxed);
             }
         }
     }
@@ -139,6 +147,7 @@ impl Limiter {
             }),
             overloaded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            owed: AtomicUsize::new(0),
         })
     }
 
@@ -257,6 +266,7 @@ impl Limiter {
             }
             state.debt += shrink;
         }
+        self.owed.store(state.debt, Ordering::Relaxed);
     }
 
     /// The current state.

@@ -24,6 +24,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod body;
+use body::BodyTemplate;
+
 /// Longest server-requested wait we obey; longer ones fall back to backoff (SDK behaviour).
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
 /// Upper bound of `max_tokens` when retrying a truncated answer.
@@ -170,7 +173,9 @@ impl fmt::Debug for EndpointConfig {
 pub struct OpenAiCaptioner {
     config: EndpointConfig,
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
+    /// The request body's fixed bytes, serialised once (`None`: built per request).
+    template: Option<Arc<BodyTemplate>>,
     limiter: Arc<Limiter>,
     gate: Arc<RateGate>,
     cache: Option<ResponseCache>,
@@ -228,7 +233,9 @@ impl OpenAiCaptioner {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
             .build()
             .map_err(|e| fatal(format!("cannot build the HTTP client: {e}")))?;
-        let url = format!("{base}/chat/completions");
+        let url = reqwest::Url::parse(&format!("{base}/chat/completions"))
+            .map_err(|e| fatal(format!("endpoint base URL {base:?} is not a URL: {e}")))?;
+        let template = BodyTemplate::new(&config).map(Arc::new);
         let limiter = Limiter::new(config.concurrency);
         let gate = Arc::new(RateGate::new(config.rate_limits));
         let cache = config.cache_dir.clone().map(ResponseCache::new);
@@ -236,6 +243,7 @@ impl OpenAiCaptioner {
             config,
             client,
             url,
+            template,
             limiter,
             gate,
             cache,
@@ -273,7 +281,7 @@ impl OpenAiCaptioner {
     /// counts against a token limit (prompt plus `max_tokens`, as providers count it).
     async fn attempt(
         &self,
-        body: &Value,
+        body: Vec<u8>,
         tokens: u32,
     ) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
         self.gate.wait(tokens).await;
@@ -300,14 +308,25 @@ impl OpenAiCaptioner {
         result
     }
 
-    /// The JSON body of one request.
-    fn body(&self, request: &CaptionRequest, max_tokens: u32) -> Value {
-        chat_request_body(&self.config, request, max_tokens)
+    /// The JSON body of one request, from the template when there is one (the same bytes).
+    fn body(&self, request: &CaptionRequest, max_tokens: u32) -> Vec<u8> {
+        match &self.template {
+            Some(template) => template.write(request, max_tokens),
+            None => serde_json::to_vec(&chat_request_body(&self.config, request, max_tokens))
+                .unwrap_or_default(),
+        }
     }
 
     /// One HTTP exchange: the status, headers and body text, or a connection-level error.
-    async fn send(&self, body: &Value) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
-        let mut builder = self.client.post(&self.url).json(body);
+    async fn send(&self, body: Vec<u8>) -> Result<(StatusCode, HeaderMap, String), reqwest::Error> {
+        let mut builder = self
+            .client
+            .post(self.url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .body(body);
         if let Some(key) = &self.config.api_key {
             builder = builder.bearer_auth(key);
         }
@@ -437,7 +456,7 @@ impl Captioner for OpenAiCaptioner {
         loop {
             let body = self.body(&request, max_tokens);
             let tokens = prompt_tokens.saturating_add(max_tokens);
-            let (delay, last_error) = match self.attempt(&body, tokens).await {
+            let (delay, last_error) = match self.attempt(body, tokens).await {
                 Err(err) => {
                     let message = format!("request to {} failed: {}", self.url, error_chain(&err));
                     (retry_delay(retries, None, jitter()), message)
@@ -735,8 +754,11 @@ fn parse_success(text: &str, request: &CaptionRequest) -> Result<CaptionReply, O
             detail: format!("the endpoint returned no content (finish_reason {finish_reason})"),
         }));
     }
-    let estimated_prompt = estimate_tokens(&request.prompt.system)
-        .saturating_add(estimate_tokens(&request.prompt.user));
+    // Only when the server reports no usage (counting words is not free at 10,000 answers/s).
+    let estimated_prompt = || {
+        estimate_tokens(&request.prompt.system)
+            .saturating_add(estimate_tokens(&request.prompt.user))
+    };
     let cached_prompt_tokens = response
         .usage
         .as_ref()
@@ -745,11 +767,11 @@ fn parse_success(text: &str, request: &CaptionRequest) -> Result<CaptionReply, O
         .unwrap_or(0);
     let usage = match response.usage {
         Some(u) => Usage {
-            prompt_tokens: u.prompt_tokens.unwrap_or(estimated_prompt),
+            prompt_tokens: u.prompt_tokens.unwrap_or_else(estimated_prompt),
             completion_tokens: u.completion_tokens.unwrap_or_else(|| estimate_tokens(&raw)),
         },
         None => Usage {
-            prompt_tokens: estimated_prompt,
+            prompt_tokens: estimated_prompt(),
             completion_tokens: estimate_tokens(&raw),
         },
     };

@@ -648,7 +648,10 @@ fn misconfiguration_is_fatal_and_keys_stay_out_of_debug() {
     let cfg = config("http://127.0.0.1:1/v1/");
     assert!(!format!("{cfg:?}").contains("sk-test"));
     let captioner = OpenAiCaptioner::new(cfg).unwrap();
-    assert_eq!(captioner.url, "http://127.0.0.1:1/v1/chat/completions");
+    assert_eq!(
+        captioner.url.as_str(),
+        "http://127.0.0.1:1/v1/chat/completions"
+    );
     let info = captioner.info();
     assert_eq!(info.model, "qwen2.5-vl-7b");
     assert!(info.vision);
