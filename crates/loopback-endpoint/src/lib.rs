@@ -431,6 +431,8 @@ struct Shared {
     window: Mutex<(Instant, u64, u64)>,
     /// Files and batches of the Batch API routes (`batch.rs`).
     batch: batch::Store,
+    /// `spec.answer` as a JSON string, escaped once.
+    answer_json: String,
 }
 
 /// A running endpoint; dropping it stops accepting connections.
@@ -460,6 +462,7 @@ impl Endpoint {
             slots: Semaphore::new(spec.slots.max(1)),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(spec.seed)),
             window: Mutex::new((Instant::now(), 0, 0)),
+            answer_json: Value::String(spec.answer.clone()).to_string(),
             spec,
             stats: stats.clone(),
             batch: batch::Store::default(),
@@ -582,13 +585,19 @@ async fn read_request(
                 let mut authorization = None;
                 let mut close = false;
                 for header in parsed.headers.iter() {
-                    let value = String::from_utf8_lossy(header.value).trim().to_string();
-                    match header.name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.parse().map_err(|_| 400u16)?,
-                        "authorization" => authorization = Some(value),
-                        "connection" => close = value.eq_ignore_ascii_case("close"),
-                        "transfer-encoding" => return Err(411),
-                        _ => {}
+                    let name = header.name;
+                    let value = || String::from_utf8_lossy(header.value).trim().to_string();
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(header.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or(400u16)?;
+                    } else if name.eq_ignore_ascii_case("authorization") {
+                        authorization = Some(value());
+                    } else if name.eq_ignore_ascii_case("connection") {
+                        close = header.value.trim_ascii().eq_ignore_ascii_case(b"close");
+                    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(411);
                     }
                 }
                 if length > MAX_BODY {
@@ -623,12 +632,10 @@ async fn read_request(
 }
 
 async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, u16> {
-    let mut chunk = [0u8; 16 * 1024];
-    match stream.read(&mut chunk).await {
-        Ok(n) => {
-            buffer.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
+    // Straight into the buffer's spare room (no copy through a stack chunk).
+    buffer.reserve(16 * 1024);
+    match stream.read_buf(buffer).await {
+        Ok(n) => Ok(n),
         Err(_) => Ok(0),
     }
 }
@@ -636,12 +643,18 @@ async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize
 /// Writes a reply; `Ok(true)` when the connection may be reused.
 async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::io::Result<bool> {
     let head = |status: u16, length: usize, extra: &[(&'static str, String)], close: bool| {
-        let mut head = format!(
+        use std::fmt::Write;
+        let mut head = String::with_capacity(128 + length);
+        let _ = write!(
+            head,
             "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n",
             reason(status)
         );
         for (name, value) in extra {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
         }
         if close {
             head.push_str("connection: close\r\n");
@@ -655,6 +668,7 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::
             headers,
             body,
         } => {
+            // Head and body in one write (one syscall, one segment).
             let mut bytes = head(status, body.len(), &headers, close).into_bytes();
             bytes.extend_from_slice(body.as_bytes());
             stream.write_all(&bytes).await?;
@@ -753,14 +767,20 @@ async fn chat(shared: &Shared, body: &[u8]) -> Reply {
     let spec = &shared.spec;
     let stats = &shared.stats;
     let number = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+    // Only the fields the endpoint reads are kept; the rest (messages, the schema) is checked to
+    // be JSON and skipped without building values.
+    let Ok(request) = serde_json::from_slice::<ChatHead<'_>>(body) else {
         return json_reply(
             400,
             error_body("body is not JSON", "invalid_request_error", None),
         );
     };
-    let model = request["model"].as_str().unwrap_or(&spec.model).to_string();
-    match request["response_format"]["type"].as_str() {
+    let model = request.model.as_deref().unwrap_or(&spec.model).to_string();
+    match request
+        .response_format
+        .as_ref()
+        .and_then(|f| f.kind.as_deref())
+    {
         Some("json_schema") => {
             stats.format_json_schema.fetch_add(1, Ordering::Relaxed);
             if spec.reject_json_schema {
@@ -916,40 +936,43 @@ async fn chat(shared: &Shared, body: &[u8]) -> Reply {
     tokio::time::sleep(latency).await;
     stats.active.fetch_sub(1, Ordering::Relaxed);
 
-    let (content, finish, refusal) = match &fault {
+    let (content, finish, refusal): (std::borrow::Cow<'_, str>, _, _) = match &fault {
         Some(Fault::SchemaViolation) => (
-            json!({"caption": 7, "extra": true}).to_string(),
+            json!({"caption": 7, "extra": true}).to_string().into(),
             "stop",
             None,
         ),
-        Some(Fault::Refusal) => (
-            String::new(),
-            "stop",
-            Some("I can't help with that request."),
-        ),
+        Some(Fault::Refusal) => ("".into(), "stop", Some("I can't help with that request.")),
         Some(Fault::Length) => (
-            spec.answer.chars().take(spec.answer.len() / 3).collect(),
+            spec.answer
+                .chars()
+                .take(spec.answer.len() / 3)
+                .collect::<String>()
+                .into(),
             "length",
             None,
         ),
-        Some(Fault::ContentFilter) => (String::new(), "content_filter", None),
-        _ => (spec.answer.clone(), "stop", None),
+        Some(Fault::ContentFilter) => ("".into(), "content_filter", None),
+        _ => (spec.answer.as_str().into(), "stop", None),
     };
     let completion_tokens = (content.len() / 4) as u64;
-    let completion = json!({
-        "id": format!("chatcmpl-{number}"),
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": if refusal.is_some() { Value::Null } else { Value::String(content) }, "refusal": refusal},
-            "finish_reason": finish,
-        }],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    })
-    .to_string();
+    let content_json: std::borrow::Cow<'_, str> = match (&content, refusal) {
+        (_, Some(_)) => "null".into(),
+        // The normal answer was escaped once, at start.
+        (text, None) if std::ptr::eq(text.as_ref(), spec.answer.as_str()) => {
+            shared.answer_json.as_str().into()
+        }
+        (text, None) => Value::String(text.to_string()).to_string().into(),
+    };
+    let completion = completion_body(&CompletionParts {
+        number,
+        model: &model,
+        content_json: &content_json,
+        refusal,
+        finish,
+        prompt_tokens,
+        completion_tokens,
+    });
     match fault {
         Some(Fault::InvalidJson) => Reply::Full {
             status: 200,
@@ -975,6 +998,54 @@ async fn chat(shared: &Shared, body: &[u8]) -> Reply {
             }
         }
     }
+}
+
+/// The fields of a chat request the endpoint reads; everything else is skipped.
+#[derive(serde::Deserialize)]
+struct ChatHead<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response_format: Option<FormatHead<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FormatHead<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+struct CompletionParts<'a> {
+    number: u64,
+    model: &'a str,
+    /// The message content as JSON: a string or `null`.
+    content_json: &'a str,
+    refusal: Option<&'a str>,
+    finish: &'a str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+/// A chat completion body, written directly (the content is already JSON).
+fn completion_body(parts: &CompletionParts<'_>) -> String {
+    use std::fmt::Write;
+    let json_str = |text: &str| Value::String(text.to_string()).to_string();
+    let mut body = String::with_capacity(parts.content_json.len() + 400);
+    let _ = write!(
+        body,
+        "{{\"id\":\"chatcmpl-{}\",\"object\":\"chat.completion\",\"created\":0,\"model\":{},\
+         \"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{},\"refusal\":{}}},\
+         \"finish_reason\":{}}}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}",
+        parts.number,
+        json_str(parts.model),
+        parts.content_json,
+        parts.refusal.map_or_else(|| "null".to_string(), json_str),
+        json_str(parts.finish),
+        parts.prompt_tokens,
+        parts.completion_tokens,
+        parts.prompt_tokens + parts.completion_tokens,
+    );
+    body
 }
 
 /// Counts one request against the fixed window: (allowed, remaining requests, remaining tokens,
