@@ -36,16 +36,28 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
     if w < 8 || h < 8 {
         return None;
     }
-    let raw = Plane::from_rgb(rgb, w, h, |r, g, b| r.max(g).max(b));
-    let smooth = raw.box_mean(1);
-    // Two order statistics by selection (linear time), not a full sort of the frame.
-    let mut scratch: Vec<f32> = smooth.data.clone();
-    let mut pct = |p: f32| {
-        let i = ((scratch.len() as f32 - 1.0) * p).round() as usize;
-        if i >= scratch.len() {
-            return 0.0;
+    if rgb.len() < w * h * 3 {
+        return None;
+    }
+    let smooth = smoothed_max(rgb, w, h);
+    // Two order statistics from a histogram: every 3x3 mean of 8-bit values is a multiple of
+    // 1/36 (4, 6 or 9 pixels are averaged), so `36 × value` is an exact integer key.
+    let mut hist = vec![0u32; 255 * 36 + 1];
+    for v in &smooth.data {
+        if let Some(c) = hist.get_mut((v * 36.0).round() as usize) {
+            *c += 1;
         }
-        *scratch.select_nth_unstable_by(i, f32::total_cmp).1
+    }
+    let pct = |p: f32| {
+        let i = ((smooth.data.len() as f32 - 1.0) * p).round() as u64;
+        let mut seen = 0u64;
+        for (key, c) in hist.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen > i {
+                return (key as f64 / 36.0) as f32;
+            }
+        }
+        0.0
     };
     let (low, high) = (pct(0.02), pct(0.90));
     if high < MIN_FIELD_LEVEL {
@@ -139,20 +151,13 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
     let (mut mask_in, mut circle_px, mut circle_filled) = (0usize, 0usize, 0usize);
     let r_out2 = (circle.r * 1.05).powi(2);
     let r_in2 = (circle.r * 0.95).powi(2);
-    for y in 0..h {
-        for x in 0..w {
-            let d2 = (x as f32 - circle.cx).powi(2) + (y as f32 - circle.cy).powi(2);
-            let m = at(x, y);
-            if m && d2 <= r_out2 {
-                mask_in += 1;
-            }
-            if d2 <= r_in2 {
-                circle_px += 1;
-                if m {
-                    circle_filled += 1;
-                }
-            }
-        }
+    for (y, row) in mask.chunks_exact(w).enumerate() {
+        let count = |(a, b): (usize, usize)| row[a..b].iter().filter(|m| **m).count();
+        let outer = row_span(circle.cx, circle.cy, r_out2, y, w);
+        mask_in += count(outer);
+        let inner = row_span(circle.cx, circle.cy, r_in2, y, w);
+        circle_px += inner.1 - inner.0;
+        circle_filled += count(inner);
     }
     if (mask_in as f32) < MIN_MASK_INSIDE * inside as f32
         || (circle_filled as f32) < MIN_CIRCLE_FILLED * circle_px as f32
@@ -160,6 +165,51 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
         return None;
     }
     Some(circle)
+}
+
+/// The columns `[a, b)` of row `y` (in a row of `w`) within `sqrt(r2)` of `(cx, cy)`.
+pub(crate) fn row_span(cx: f32, cy: f32, r2: f32, y: usize, w: usize) -> (usize, usize) {
+    let rest = r2 - (y as f32 - cy).powi(2);
+    if rest < 0.0 {
+        return (0, 0);
+    }
+    let half = rest.sqrt();
+    let a = (cx - half).ceil().clamp(0.0, w as f32) as usize;
+    let b = ((cx + half).floor() + 1.0).clamp(0.0, w as f32) as usize;
+    (a, b.max(a))
+}
+
+/// `max(R, G, B)` averaged over each pixel's 3x3 neighbourhood (clipped at the frame border),
+/// with integer sums.
+fn smoothed_max(rgb: &[u8], w: usize, h: usize) -> Plane {
+    let raw: Vec<u16> = rgb
+        .chunks_exact(3)
+        .take(w * h)
+        .map(|p| u16::from(p[0].max(p[1]).max(p[2])))
+        .collect();
+    // Horizontal 3-sums and their pixel counts, then vertical.
+    let mut hsum = vec![0u16; w * h];
+    for (src, dst) in raw.chunks_exact(w).zip(hsum.chunks_exact_mut(w)) {
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = src[x.saturating_sub(1)..(x + 2).min(w)].iter().sum();
+        }
+    }
+    let count_x = |x: usize| (x.min(1) + 1 + usize::from(x + 1 < w)) as u16;
+    let mut data = vec![0f32; w * h];
+    for y in 0..h {
+        let lo = y.saturating_sub(1);
+        let hi = (y + 2).min(h);
+        let ny = (hi - lo) as u16;
+        let out = &mut data[y * w..(y + 1) * w];
+        for (x, o) in out.iter_mut().enumerate() {
+            let mut s = 0u16;
+            for yy in lo..hi {
+                s += hsum[yy * w + x];
+            }
+            *o = (f64::from(s) / f64::from(ny * count_x(x))) as f32;
+        }
+    }
+    Plane { w, h, data }
 }
 
 fn full_frame(w: usize, h: usize) -> Option<Circle> {

@@ -416,12 +416,12 @@ pub(crate) fn locate_field(
     };
     let c0 = fov::find_fov(small, w0 as usize, h0 as usize).ok_or(PrepareError::NoFieldOfView)?;
     let r2 = c0.r * c0.r;
-    let inside = (0..(w0 as usize * h0 as usize))
-        .filter(|i| {
-            let (x, y) = ((i % w0 as usize) as f32, (i / w0 as usize) as f32);
-            (x - c0.cx).powi(2) + (y - c0.cy).powi(2) <= r2
+    let inside: usize = (0..h0 as usize)
+        .map(|y| {
+            let (a, b) = fov::row_span(c0.cx, c0.cy, r2, y, w0 as usize);
+            b - a
         })
-        .count();
+        .sum();
     let (sx, sy) = (ow as f32 / w0 as f32, oh as f32 / h0 as f32);
     Ok(Field {
         cx: (c0.cx + 0.5) * sx - 0.5,

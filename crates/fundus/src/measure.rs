@@ -128,6 +128,7 @@ pub(crate) fn measure(work: &View<'_>, output: &View<'_>) -> Measurements {
     };
 
     let vessels = vessels_and_lesions(&green, g, disc.as_ref());
+    let perceptual_hash = perceptual_hash(&lum);
 
     Measurements {
         quality,
@@ -139,7 +140,7 @@ pub(crate) fn measure(work: &View<'_>, output: &View<'_>) -> Measurements {
         cup_to_disc_ratio: cup,
         bright_lesion_candidates: vessels.bright,
         dark_lesion_candidates: vessels.dark,
-        perceptual_hash: perceptual_hash(&lum),
+        perceptual_hash,
     }
 }
 
@@ -234,19 +235,17 @@ pub(crate) fn grade(
 }
 
 /// Variance of the 4-neighbour Laplacian of the green channel (0-255 scale) inside 0.9 r.
+///
+/// Integer arithmetic (the Laplacian of 8-bit values and its square sum fit `i64` exactly), one
+/// run per row, on the green bytes read in place: the same value as summing in `f64`.
 fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
-    if w < 3 || h < 3 {
+    if w < 3 || h < 3 || rgb.len() < w * h * 3 {
         return 0.0;
     }
-    let green = |x: usize, y: usize| -> f64 {
-        rgb.get((y * w + x) * 3 + 1)
-            .copied()
-            .map(f64::from)
-            .unwrap_or(0.0)
-    };
     let (x0, y0, x1, y1) = g.valid;
     let r2 = (g.r * 0.9).powi(2);
-    let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut n, mut sum, mut sum2) = (0i64, 0i64, 0i64);
+    let stride = 3 * w;
     for y in (y0 + 1).max(1)..y1.min(h - 1).saturating_sub(1) {
         let dy2 = (y as f32 - g.cy).powi(2);
         if dy2 > r2 {
@@ -257,20 +256,31 @@ fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
         let xb = ((g.cx + half).floor().max(0.0) as usize + 1)
             .min(x1.saturating_sub(1))
             .min(w - 1);
-        for x in xa..xb {
-            let lap = 4.0 * green(x, y)
-                - green(x - 1, y)
-                - green(x + 1, y)
-                - green(x, y - 1)
-                - green(x, y + 1);
-            n += 1.0;
-            sum += lap;
-            sum2 += lap * lap;
+        if xb <= xa {
+            continue;
         }
+        // Green of rows y-1, y, y+1 from column xa-1 to xb (inclusive).
+        let row = |yy: usize| &rgb[yy * stride + 3 * (xa - 1) + 1..yy * stride + 3 * xb + 2];
+        let (up, mid, down) = (row(y - 1), row(y), row(y + 1));
+        let (mut rs, mut rs2) = (0i64, 0i64);
+        for k in 0..xb - xa {
+            let c = i32::from(mid[3 * k + 3]);
+            let lap = 4 * c
+                - i32::from(mid[3 * k])
+                - i32::from(mid[3 * k + 6])
+                - i32::from(up[3 * k + 3])
+                - i32::from(down[3 * k + 3]);
+            rs += i64::from(lap);
+            rs2 += i64::from(lap * lap);
+        }
+        n += (xb - xa) as i64;
+        sum += rs;
+        sum2 += rs2;
     }
-    if n < 1.0 {
+    if n < 1 {
         return 0.0;
     }
+    let (n, sum, sum2) = (n as f64, sum as f64, sum2 as f64);
     let mean = sum / n;
     (sum2 / n - mean * mean).max(0.0) as f32
 }

@@ -352,57 +352,98 @@ impl Component {
 }
 
 /// Labels the 8-connected components of `map` (`w * h`), returning their statistics and the
-/// label of each pixel (0 = background, i + 1 = `components[i]`).
+/// label of each pixel (0 = background, i + 1 = `components[i]`). Components are numbered in
+/// the raster order of their first pixel.
+///
+/// Run-based: each row's runs of set pixels are merged (union-find) with the runs of the row
+/// above that touch them (8-connectivity: overlapping or diagonally adjacent), so the work is
+/// per run rather than per pixel and neighbour.
 pub(crate) fn components(map: &[bool], w: usize, h: usize) -> (Vec<Component>, Vec<u32>) {
     let mut labels = vec![0u32; w * h];
-    let mut comps = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !map.get(start).copied().unwrap_or(false) || labels.get(start).copied() != Some(0) {
-            continue;
+    if w == 0 || h == 0 || map.len() < w * h {
+        return (Vec::new(), labels);
+    }
+    // Runs as (y, x0, x1) with x1 exclusive, in raster order.
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    // Index of the first run of each row (and one past the last row).
+    let mut row_start = Vec::with_capacity(h + 1);
+    for (y, row) in map.chunks_exact(w).take(h).enumerate() {
+        row_start.push(runs.len());
+        let mut x = 0;
+        while x < w {
+            // Skip a stretch of unset pixels, then take the run of set ones.
+            match row[x..].iter().position(|v| *v) {
+                None => break,
+                Some(off) => x += off,
+            }
+            let len = row[x..].iter().position(|v| !*v).unwrap_or(w - x);
+            runs.push((y, x, x + len));
+            x += len;
         }
-        let label = comps.len() as u32 + 1;
-        let (sx, sy) = (start % w, start / w);
-        let mut c = Component {
-            area: 0,
-            min_x: sx,
-            min_y: sy,
-            max_x: sx,
-            max_y: sy,
-            sum_x: 0.0,
-            sum_y: 0.0,
-        };
-        if let Some(l) = labels.get_mut(start) {
-            *l = label;
+    }
+    row_start.push(runs.len());
+    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
+    fn find(parent: &mut [u32], mut i: u32) -> u32 {
+        while parent[i as usize] != i {
+            let p = parent[i as usize];
+            parent[i as usize] = parent[p as usize];
+            i = p;
         }
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            let (x, y) = (i % w, i / w);
-            c.area += 1;
-            c.min_x = c.min_x.min(x);
-            c.max_x = c.max_x.max(x);
-            c.min_y = c.min_y.min(y);
-            c.max_y = c.max_y.max(y);
-            c.sum_x += x as f64;
-            c.sum_y += y as f64;
-            for dy in -1isize..=1 {
-                for dx in -1isize..=1 {
-                    let nx = x as isize + dx;
-                    let ny = y as isize + dy;
-                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                        continue;
-                    }
-                    let j = ny as usize * w + nx as usize;
-                    if map.get(j).copied().unwrap_or(false) && labels.get(j).copied() == Some(0) {
-                        if let Some(l) = labels.get_mut(j) {
-                            *l = label;
-                        }
-                        stack.push(j);
-                    }
+        i
+    }
+    for y in 1..h {
+        let (above, here) = (
+            row_start[y - 1]..row_start[y],
+            row_start[y]..row_start[y + 1],
+        );
+        let mut a = above.start;
+        for i in here {
+            let (_, x0, x1) = runs[i];
+            // Runs above touching [x0 - 1, x1 + 1): skip those ending before x0 - 1.
+            while a < above.end && runs[a].2 < x0 {
+                a += 1;
+            }
+            let mut j = a;
+            while j < above.end && runs[j].1 <= x1 {
+                let (ri, rj) = (find(&mut parent, i as u32), find(&mut parent, j as u32));
+                if ri != rj {
+                    // The earlier run stays the root, so a component's root is its first run.
+                    let (lo, hi) = if ri < rj { (ri, rj) } else { (rj, ri) };
+                    parent[hi as usize] = lo;
                 }
+                j += 1;
             }
         }
-        comps.push(c);
+    }
+    let mut comps: Vec<Component> = Vec::new();
+    let mut comp_of_root = vec![u32::MAX; runs.len()];
+    for (i, &(y, x0, x1)) in runs.iter().enumerate() {
+        let root = find(&mut parent, i as u32) as usize;
+        let id = if comp_of_root[root] == u32::MAX {
+            comps.push(Component {
+                area: 0,
+                min_x: x0,
+                min_y: y,
+                max_x: x0,
+                max_y: y,
+                sum_x: 0.0,
+                sum_y: 0.0,
+            });
+            comp_of_root[root] = comps.len() as u32 - 1;
+            comps.len() - 1
+        } else {
+            comp_of_root[root] as usize
+        };
+        let c = &mut comps[id];
+        let n = x1 - x0;
+        c.area += n;
+        c.min_x = c.min_x.min(x0);
+        c.max_x = c.max_x.max(x1 - 1);
+        c.min_y = c.min_y.min(y);
+        c.max_y = c.max_y.max(y);
+        c.sum_x += (n * (x0 + x1 - 1)) as f64 / 2.0;
+        c.sum_y += (n * y) as f64;
+        labels[y * w + x0..y * w + x1].fill(id as u32 + 1);
     }
     (comps, labels)
 }
@@ -447,7 +488,65 @@ mod tests {
             .collect()
     }
 
+    /// The per-pixel flood fill the run-based labelling replaced.
+    fn flood_components(map: &[bool], w: usize, h: usize) -> (Vec<Component>, Vec<u32>) {
+        let mut labels = vec![0u32; w * h];
+        let mut comps = Vec::new();
+        for start in 0..w * h {
+            if !map[start] || labels[start] != 0 {
+                continue;
+            }
+            let label = comps.len() as u32 + 1;
+            let (sx, sy) = (start % w, start / w);
+            let mut c = Component {
+                area: 0,
+                min_x: sx,
+                min_y: sy,
+                max_x: sx,
+                max_y: sy,
+                sum_x: 0.0,
+                sum_y: 0.0,
+            };
+            labels[start] = label;
+            let mut stack = vec![start];
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                c.area += 1;
+                c.min_x = c.min_x.min(x);
+                c.max_x = c.max_x.max(x);
+                c.min_y = c.min_y.min(y);
+                c.max_y = c.max_y.max(y);
+                c.sum_x += x as f64;
+                c.sum_y += y as f64;
+                for ny in y.saturating_sub(1)..(y + 2).min(h) {
+                    for nx in x.saturating_sub(1)..(x + 2).min(w) {
+                        let j = ny * w + nx;
+                        if map[j] && labels[j] == 0 {
+                            labels[j] = label;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            comps.push(c);
+        }
+        (comps, labels)
+    }
+
     proptest! {
+        #[test]
+        fn run_components_match_flood_fill(w in 1usize..24, h in 1usize..24, density in 0.0f64..1.0, seed in 0u64..10_000) {
+            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let map: Vec<bool> = (0..w * h).map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) as f64 / (1u64 << 31) as f64) < density
+            }).collect();
+            let (want, want_labels) = flood_components(&map, w, h);
+            let (got, got_labels) = components(&map, w, h);
+            prop_assert_eq!(got_labels, want_labels);
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn van_herk_matches_naive(line in proptest::collection::vec(0.0f32..255.0, 0..60), r in 0usize..8, is_max: bool) {
             let mut out = vec![0.0; line.len()];
