@@ -4,7 +4,8 @@
 //! endpoint's latency holds; once latency rises above its baseline the server has started to
 //! queue, so the limit then grows only ~1/16 per round trip and shrinks by 10% (at most once per
 //! round trip) when smoothed latency passes 1.5x the baseline, but latency alone never takes it
-//! below the starting limit. 429, 503, timeouts and connection resets cut it by 30%. Holding the
+//! below the starting limit. 429, 503, timeouts and connection resets cut it by 30% (once per
+//! round trip; each further one within that round trip takes one slot away). Holding the
 //! limit where latency is 1.1-1.5x the baseline keeps every server slot busy with a short queue:
 //! full throughput, no overload. It never exceeds the configured maximum nor drops below 1.
 //!
@@ -22,6 +23,8 @@ const ALPHA: f64 = 0.1;
 const QUEUEING: f64 = 1.1;
 /// Latency ratio above which the limit shrinks.
 const OVERLOADED: f64 = 1.5;
+/// Time constant of the baseline's upward drift.
+const BASELINE_DRIFT: Duration = Duration::from_secs(60);
 
 /// Why a request ended, as far as concurrency is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,8 @@ struct State {
     ewma: Option<f64>,
     baseline: Option<f64>,
     last_decrease: Option<Instant>,
+    /// When the last answer was recorded (the baseline drifts by time).
+    last_answer: Option<Instant>,
     peak: usize,
 }
 
@@ -143,6 +148,7 @@ impl Limiter {
                 ewma: None,
                 baseline: None,
                 last_decrease: None,
+                last_answer: None,
                 peak: initial,
             }),
             overloaded: AtomicU64::new(0),
@@ -190,6 +196,12 @@ impl Limiter {
                 {
                     state.limit *= 0.7;
                     state.last_decrease = Some(now);
+                } else {
+                    // Within the round trip of a cut, each further refusal still retires its
+                    // slot: a refusal comes back at once, so without this an overshoot (slow
+                    // start runs a round trip ahead of its signal) cycles the surplus slots
+                    // through hundreds of 429s before the next cut.
+                    state.limit -= 1.0;
                 }
             }
             Signal::Answered(latency) => {
@@ -200,9 +212,17 @@ impl Limiter {
                 };
                 state.ewma = Some(ewma);
                 // The baseline follows the smoothed minimum, drifting up slowly so a server that
-                // became slower for good is re-learned instead of read as overload forever.
+                // became slower for good is re-learned instead of read as overload forever. The
+                // drift is by time (a minute's time constant), not per answer: per answer, a
+                // server answering 10,000 requests/s re-learned its queue as the baseline within
+                // a tenth of a second, and the limit crept into the server's queue until 429s.
+                let elapsed = state
+                    .last_answer
+                    .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+                state.last_answer = Some(now);
+                let drift = (elapsed / BASELINE_DRIFT.as_secs_f64()).min(1.0);
                 let baseline = match state.baseline {
-                    Some(b) if ewma >= b => b + (ewma - b) * 0.001,
+                    Some(b) if ewma >= b => b + (ewma - b) * drift,
                     _ => ewma,
                 };
                 state.baseline = Some(baseline);
@@ -344,9 +364,10 @@ mod tests {
         assert_eq!(limiter.stats().overloaded, 1);
         drop(held);
         assert_eq!(limiter.semaphore.available_permits(), 7);
-        // A second overload within one round trip does not cut again (one cut per congestion).
+        // A second overload within one round trip does not cut by 30% again (one cut per
+        // congestion) but retires its own slot.
         limiter.record(Signal::Overloaded);
-        assert_eq!(limiter.stats().limit, 7);
+        assert_eq!(limiter.stats().limit, 6);
     }
 
     async fn futures_lite(limiter: Arc<Limiter>, n: usize) -> Vec<Permit> {
@@ -376,6 +397,35 @@ mod tests {
             limiter.record(Signal::Answered(Duration::from_millis(130)));
         }
         assert_eq!(limiter.stats().limit, before);
+    }
+
+    #[test]
+    fn many_fast_answers_do_not_relearn_a_queue_as_the_baseline() {
+        // 512 slots at 50 ms answer 10,000 requests/s; a queue doubling the latency must still
+        // read as a queue after thousands of answers in a short time, and cut the limit.
+        let limiter = limiter(16, 4096);
+        for _ in 0..2000 {
+            limiter.record(Signal::Answered(Duration::from_millis(50)));
+        }
+        let before = limiter.stats().limit;
+        for _ in 0..5000 {
+            limiter.record(Signal::Answered(Duration::from_millis(100)));
+        }
+        let stats = limiter.stats();
+        assert!(stats.baseline_s < 0.06, "{stats:?}");
+        assert!(stats.limit < before, "{stats:?} vs {before}");
+    }
+
+    #[test]
+    fn the_baseline_drifts_up_with_time_to_a_server_slower_for_good() {
+        let limiter = limiter(4, 100);
+        limiter.record(Signal::Answered(Duration::from_millis(50)));
+        // Answers a second apart for five minutes, all four times slower.
+        for _ in 0..300 {
+            limiter.lock().last_answer = Some(Instant::now() - Duration::from_secs(1));
+            limiter.record(Signal::Answered(Duration::from_millis(200)));
+        }
+        assert!(limiter.stats().baseline_s > 0.15, "{:?}", limiter.stats());
     }
 
     #[test]
