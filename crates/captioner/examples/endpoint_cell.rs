@@ -88,6 +88,23 @@ fn client(url: &str, latency_ms: u64, warm: Duration, window: Duration) {
                 }
             });
         }
+        if std::env::var_os("TRACE_LIMIT").is_some() {
+            let captioner = captioner.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let s = captioner.limiter_stats();
+                    eprintln!(
+                        "{:>5.1}s limit {} in flight {} latency {:.1} baseline {:.1}",
+                        started.elapsed().as_secs_f64(),
+                        s.limit,
+                        captioner.in_flight(),
+                        s.latency_s * 1e3,
+                        s.baseline_s * 1e3
+                    );
+                }
+            });
+        }
         tokio::time::sleep_until(tokio::time::Instant::from_std(started + warm)).await;
         let cpu = cpu_seconds();
         tokio::time::sleep_until(tokio::time::Instant::from_std(started + end)).await;
@@ -95,11 +112,13 @@ fn client(url: &str, latency_ms: u64, warm: Duration, window: Duration) {
         let n = counted.load(Ordering::Relaxed);
         let stats = captioner.limiter_stats();
         println!(
-            "{n} {} {} {} {}",
+            "{n} {} {} {} {} {} {}",
             cpu * 1e6 / n.max(1) as f64,
             stats.limit,
             stats.peak_limit,
-            stats.overloaded
+            stats.overloaded,
+            stats.latency_s * 1000.0,
+            stats.baseline_s * 1000.0
         );
     });
     std::process::exit(0);
@@ -143,6 +162,7 @@ fn main() {
         .output()
         .expect("child");
     let server_cpu = cpu_seconds() - cpu;
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     let fields: Vec<f64> = text
         .split_whitespace()
@@ -152,13 +172,15 @@ fn main() {
     let answered = stats.completed.load(Ordering::Relaxed);
     let capacity = slots as f64 / rtt;
     println!(
-        "{slots} slots x {latency_ms} ms: ratio {:.3}, 429s {}, client {:.1} us/req, endpoint {:.1} us/req (whole cell), limit {} (peak {}), load {}",
+        "{slots} slots x {latency_ms} ms: ratio {:.3}, 429s {}, client {:.1} us/req, endpoint {:.1} us/req (whole cell), limit {} (peak {}), latency {:.1} ms (baseline {:.1}), load {}",
         fields.first().copied().unwrap_or(0.0) / window / capacity,
         stats.overflow.load(Ordering::Relaxed),
         fields.get(1).copied().unwrap_or(0.0),
         server_cpu * 1e6 / answered.max(1) as f64,
         fields.get(2).copied().unwrap_or(0.0),
         fields.get(3).copied().unwrap_or(0.0),
+        fields.get(5).copied().unwrap_or(0.0),
+        fields.get(6).copied().unwrap_or(0.0),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim(),

@@ -2,7 +2,8 @@
 //!
 //! The limit starts small and doubles every round trip (slow start, +1 per success) while the
 //! endpoint's latency holds; once latency rises above its baseline the server has started to
-//! queue, so the limit then grows only ~1/16 per round trip and shrinks by 10% (at most once per
+//! queue, so the limit then grows only ~1/16 per round trip (a quarter while latency is back at
+//! the baseline) and shrinks by 10% (at most once per
 //! round trip) when smoothed latency passes 1.5x the baseline, but latency alone never takes it
 //! below the starting limit. 429, 503, timeouts and connection resets cut it by 30% (once per
 //! round trip; each further one within that round trip takes one slot away). Holding the
@@ -17,8 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Smoothing of the latency average (about the last ten answers).
+/// Smoothing of the latency average: the last ten answers, or an eighth of the limit's worth at
+/// large limits.
 const ALPHA: f64 = 0.1;
+const MIN_ALPHA: f64 = 0.001;
 /// Latency ratio above which the server is taken to be queueing (leaves slow start).
 const QUEUEING: f64 = 1.1;
 /// Latency ratio above which the limit shrinks.
@@ -206,8 +209,13 @@ impl Limiter {
             }
             Signal::Answered(latency) => {
                 let latency = latency.as_secs_f64().max(1e-6);
+                // The average spans about an eighth of the requests in flight (an eighth of a
+                // round trip), at least the last ten answers: a fixed ten answers is a
+                // millisecond at 10,000 answers/s, where one scheduling hiccup of the client read
+                // as a queue and ended slow start far below the server's capacity.
+                let alpha = (8.0 / state.limit.max(1.0)).clamp(MIN_ALPHA, ALPHA);
                 let ewma = match state.ewma {
-                    Some(previous) => previous + ALPHA * (latency - previous),
+                    Some(previous) => previous + alpha * (latency - previous),
                     None => latency,
                 };
                 state.ewma = Some(ewma);
@@ -245,7 +253,11 @@ impl Limiter {
                     state.limit += 1.0;
                 } else {
                     state.slow_start = false;
-                    if ratio <= QUEUEING * 1.1 {
+                    if ratio <= QUEUEING {
+                        // No queue in sight (slow start ended on a blip, or the server grew):
+                        // a quarter more per round trip.
+                        state.limit += (state.limit / 4.0).max(1.0) / state.limit;
+                    } else if ratio <= QUEUEING * 1.1 {
                         // About 1/16 more per round trip: fast enough to follow a growing server,
                         // slow enough to hold a short queue.
                         state.limit += (state.limit / 16.0).max(1.0) / state.limit;

@@ -271,6 +271,11 @@ impl OpenAiCaptioner {
         self.limiter.stats()
     }
 
+    /// Requests holding a concurrency slot now.
+    pub fn in_flight(&self) -> usize {
+        self.limiter.in_flight()
+    }
+
     /// The request and token rate limits in force (configured or learned from headers).
     pub fn rate_limits(&self) -> RateLimitState {
         self.gate.state()
