@@ -209,11 +209,16 @@ impl Limiter {
             }
             Signal::Answered(latency) => {
                 let latency = latency.as_secs_f64().max(1e-6);
-                // The average spans about an eighth of the requests in flight (an eighth of a
-                // round trip), at least the last ten answers: a fixed ten answers is a
-                // millisecond at 10,000 answers/s, where one scheduling hiccup of the client read
-                // as a queue and ended slow start far below the server's capacity.
-                let alpha = (8.0 / state.limit.max(1.0)).clamp(MIN_ALPHA, ALPHA);
+                // In slow start the average is the last ten answers, so a queue stops the
+                // doubling within a few answers (a late stop overshoots into 429s). After it, the
+                // average spans about an eighth of the requests in flight (an eighth of a round
+                // trip): ten answers are a millisecond at 10,000 answers/s, where one scheduling
+                // hiccup of the client read as a queue and cut the limit below the server's slots.
+                let alpha = if state.slow_start {
+                    ALPHA
+                } else {
+                    (8.0 / state.limit.max(1.0)).clamp(MIN_ALPHA, ALPHA)
+                };
                 let ewma = match state.ewma {
                     Some(previous) => previous + alpha * (latency - previous),
                     None => latency,
