@@ -92,6 +92,8 @@ struct State {
     last_decrease: Option<Instant>,
     /// When the last answer was recorded (the baseline drifts by time).
     last_answer: Option<Instant>,
+    /// The limit when the server last refused (429/503) or dropped a request.
+    ceiling: Option<f64>,
     peak: usize,
 }
 
@@ -152,6 +154,7 @@ impl Limiter {
                 baseline: None,
                 last_decrease: None,
                 last_answer: None,
+                ceiling: None,
                 peak: initial,
             }),
             overloaded: AtomicU64::new(0),
@@ -197,6 +200,7 @@ impl Limiter {
                     .last_decrease
                     .is_none_or(|t| now.duration_since(t) >= round_trip)
                 {
+                    state.ceiling = Some(state.limit);
                     state.limit *= 0.7;
                     state.last_decrease = Some(now);
                 } else {
@@ -258,9 +262,11 @@ impl Limiter {
                     state.limit += 1.0;
                 } else {
                     state.slow_start = false;
-                    if ratio <= QUEUEING {
-                        // No queue in sight (slow start ended on a blip, or the server grew):
-                        // a quarter more per round trip.
+                    if ratio <= QUEUEING && state.ceiling.is_none_or(|c| state.limit < 0.8 * c) {
+                        // No queue in sight (slow start ended on a blip, or the server grew) and
+                        // well below where the server last refused: a quarter more per round
+                        // trip. Near a refusal the signal's round trip of delay would overshoot
+                        // into the refusals again.
                         state.limit += (state.limit / 4.0).max(1.0) / state.limit;
                     } else if ratio <= QUEUEING * 1.1 {
                         // About 1/16 more per round trip: fast enough to follow a growing server,
@@ -443,6 +449,24 @@ mod tests {
             limiter.record(Signal::Answered(Duration::from_millis(200)));
         }
         assert!(limiter.stats().baseline_s > 0.15, "{:?}", limiter.stats());
+    }
+
+    #[test]
+    fn growth_slows_near_where_the_server_last_refused() {
+        let limiter = limiter(16, 4096);
+        for _ in 0..1000 {
+            limiter.record(Signal::Answered(Duration::from_millis(50)));
+        }
+        assert_eq!(limiter.stats().limit, 1016);
+        limiter.record(Signal::Overloaded);
+        assert_eq!(limiter.stats().limit, 711);
+        // A round trip of answers at the baseline latency: a quarter more per round trip only up
+        // to 80% of the refused limit, then a sixteenth.
+        for _ in 0..711 {
+            limiter.record(Signal::Answered(Duration::from_millis(50)));
+        }
+        let limit = limiter.stats().limit;
+        assert!((800..850).contains(&limit), "{limit}");
     }
 
     #[test]
