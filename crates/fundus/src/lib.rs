@@ -247,7 +247,7 @@ pub mod thresholds {
 }
 
 /// Longest side of the copy the field of view is searched on.
-const FOV_WORK_SIZE: u32 = 512;
+const FOV_WORK_SIZE: u32 = 384;
 
 /// Decode, find the circular field of view, crop to it with a margin, pad to square (so every
 /// output is centred the same way), measure, resize to `target_size` (fast_image_resize,

@@ -9,7 +9,7 @@ use crate::thresholds::*;
 use retina_records::{Centring, DiscEstimate, DiscSide, Measured, QualityGrade, QualityMetrics};
 
 /// Longest side of the measurement working copy.
-pub(crate) const WORK_SIZE: u32 = 384;
+pub(crate) const WORK_SIZE: u32 = 320;
 
 /// Where the field lies in an image of the prepared geometry.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -246,6 +246,7 @@ fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
     let r2 = (g.r * 0.9).powi(2);
     let (mut n, mut sum, mut sum2) = (0i64, 0i64, 0i64);
     let stride = 3 * w;
+    let (mut up, mut mid, mut down) = (Vec::new(), Vec::new(), Vec::new());
     for y in (y0 + 1).max(1)..y1.min(h - 1).saturating_sub(1) {
         let dy2 = (y as f32 - g.cy).powi(2);
         if dy2 > r2 {
@@ -259,17 +260,22 @@ fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
         if xb <= xa {
             continue;
         }
-        // Green of rows y-1, y, y+1 from column xa-1 to xb (inclusive).
-        let row = |yy: usize| &rgb[yy * stride + 3 * (xa - 1) + 1..yy * stride + 3 * xb + 2];
-        let (up, mid, down) = (row(y - 1), row(y), row(y + 1));
+        // Green of rows y-1, y, y+1 from column xa-1 to xb (inclusive), gathered into
+        // contiguous rows so the Laplacian below runs on plain arrays (vectorised).
+        let gather = |yy: usize, out: &mut Vec<i16>| {
+            out.clear();
+            let row = &rgb[yy * stride + 3 * (xa - 1)..yy * stride + 3 * (xb + 1)];
+            out.extend(row.chunks_exact(3).map(|p| i16::from(p[1])));
+        };
+        gather(y - 1, &mut up);
+        gather(y, &mut mid);
+        gather(y + 1, &mut down);
+        let k = xb - xa;
+        let (left, centre, right) = (&mid[..k], &mid[1..=k], &mid[2..k + 2]);
+        let (above, below) = (&up[1..=k], &down[1..=k]);
         let (mut rs, mut rs2) = (0i64, 0i64);
-        for k in 0..xb - xa {
-            let c = i32::from(mid[3 * k + 3]);
-            let lap = 4 * c
-                - i32::from(mid[3 * k])
-                - i32::from(mid[3 * k + 6])
-                - i32::from(up[3 * k + 3])
-                - i32::from(down[3 * k + 3]);
+        for ((((c, l), r), u), d) in centre.iter().zip(left).zip(right).zip(above).zip(below) {
+            let lap = i32::from(4 * c - l - r - u - d);
             rs += i64::from(lap);
             rs2 += i64::from(lap * lap);
         }
@@ -397,7 +403,8 @@ fn find_disc(work: &[u8], w: usize, h: usize, g: &Geometry) -> Option<Disc> {
         (sized, level)
     };
     let confidence = ((prominence / 0.4).clamp(0.0, 1.0) * 0.9).clamp(0.0, 1.0);
-    let fine = filled.box_mean(1);
+    // The 3x3 box mean of the closed image, evaluated only where the cup is measured.
+    let fine = |x: isize, y: isize| filled.box_mean_at(x, y, 1);
     let cup_to_disc = cup_to_disc(&fine, px, py, radius, disc_level).map(|value| Measured {
         value,
         confidence: (0.25 * confidence).clamp(0.0, 1.0),
@@ -432,13 +439,19 @@ fn rays(p: &Plane, x: f32, y: f32, level: f32, max_r: f32) -> Vec<f32> {
 /// Vertical cup-to-disc ratio: Otsu split of the brightness of disc pixels (those above the
 /// disc's half-contrast `level`, so background caught by an oversized radius does not count);
 /// the cup is the bright class, measured as its vertical extent in a central column band.
-fn cup_to_disc(p: &Plane, cx: f32, cy: f32, rd: f32, level: f32) -> Option<f32> {
+fn cup_to_disc(
+    p: &impl Fn(isize, isize) -> f32,
+    cx: f32,
+    cy: f32,
+    rd: f32,
+    level: f32,
+) -> Option<f32> {
     let mut values = Vec::new();
     let (x0, x1) = ((cx - rd).floor() as isize, (cx + rd).ceil() as isize);
     let (y0, y1) = ((cy - rd).floor() as isize, (cy + rd).ceil() as isize);
     for y in y0..=y1 {
         for x in x0..=x1 {
-            let v = p.get_clamped(x, y);
+            let v = p(x, y);
             if (x as f32 - cx).hypot(y as f32 - cy) <= rd && v >= level {
                 values.push(v);
             }
@@ -454,7 +467,7 @@ fn cup_to_disc(p: &Plane, cx: f32, cy: f32, rd: f32, level: f32) -> Option<f32> 
     let (mut top, mut bottom) = (f32::INFINITY, f32::NEG_INFINITY);
     for y in y0..=y1 {
         for x in ((cx - band).round() as isize)..=((cx + band).round() as isize) {
-            if (x as f32 - cx).hypot(y as f32 - cy) <= rd && p.get_clamped(x, y) > t {
+            if (x as f32 - cx).hypot(y as f32 - cy) <= rd && p(x, y) > t {
                 top = top.min(y as f32);
                 bottom = bottom.max(y as f32);
             }

@@ -132,6 +132,23 @@ impl Plane {
         self.masked_box_mean(&all, r, 0.0)
     }
 
+    /// [`Plane::box_mean`]'s value at `(x, y)` clamped to the plane (the same value as
+    /// `box_mean(r).get_clamped(x, y)`), computed for that one pixel.
+    pub fn box_mean_at(&self, x: isize, y: isize, r: usize) -> f32 {
+        if self.w == 0 || self.h == 0 {
+            return 0.0;
+        }
+        let cx = x.min(self.w as isize - 1).max(0) as usize;
+        let cy = y.min(self.h as isize - 1).max(0) as usize;
+        let (x0, x1) = (cx.saturating_sub(r), (cx + r + 1).min(self.w));
+        let (y0, y1) = (cy.saturating_sub(r), (cy + r + 1).min(self.h));
+        let mut s = 0.0f64;
+        for row in self.data.chunks_exact(self.w).take(y1).skip(y0) {
+            s += row[x0..x1].iter().map(|v| f64::from(*v)).sum::<f64>();
+        }
+        (s / ((x1 - x0) * (y1 - y0)) as f64) as f32
+    }
+
     /// Grey-level dilation (`max`) with a `(2r+1)` square, separable.
     pub fn dilate(&self, r: usize) -> Plane {
         self.morph(r, true)
@@ -572,6 +589,13 @@ mod tests {
                     prop_assert!((m.get(x, y) - want).abs() < 1e-3);
                 }
             }
+        }
+
+        #[test]
+        fn box_mean_at_matches_box_mean(w in 1usize..12, h in 1usize..12, r in 0usize..4, seed in 0u32..1000, x in -3isize..15, y in -3isize..15) {
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * 0.37).collect();
+            let p = Plane { w, h, data };
+            prop_assert!((p.box_mean_at(x, y, r) - p.box_mean(r).get_clamped(x, y)).abs() < 1e-4);
         }
 
         #[test]
