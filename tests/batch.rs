@@ -323,3 +323,74 @@ fn error_lines_become_failed_items_that_the_next_round_retries() {
     assert_eq!(case.counts(), (ITEMS as u64, 0, 0));
     case.verify();
 }
+
+#[test]
+fn batch_answers_are_priced_at_the_batch_rate_in_the_spend_ledger_once() {
+    let case = Case::new();
+    // 100 dollars per million tokens both ways, the default batch factor (half).
+    std::fs::write(
+        &case.config,
+        "[image]\nsize = 256\n[cost.prices.\"loopback-vlm\"]\ninput = 100\noutput = 100\n",
+    )
+    .unwrap();
+    case.ok("prepare", &[], true);
+    let lines = case.input_lines("input-00001.jsonl");
+    let answer = loopback_endpoint::default_answer().to_string();
+    let mut output = String::new();
+    for (n, line) in lines.iter().enumerate() {
+        let id = line["custom_id"].as_str().unwrap();
+        let row = if n == 0 {
+            // An error line is not billed.
+            json!({"id": "batch_req_0", "custom_id": id, "response": null,
+                   "error": {"code": "batch_expired", "message": "expired"}})
+        } else {
+            json!({"id": format!("batch_req_{n}"), "custom_id": id,
+                   "response": {"status_code": 200, "request_id": "r", "body": {
+                       "id": "c", "object": "chat.completion", "created": 1, "model": "loopback-vlm",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 900, "completion_tokens": 100, "total_tokens": 1000,
+                                 "prompt_tokens_details": {"cached_tokens": 0}}}},
+                   "error": null})
+        };
+        output.push_str(&format!("{row}\n"));
+    }
+    let out_file = case.out.join("batch-out.jsonl");
+    std::fs::write(&out_file, output).unwrap();
+    case.ok(
+        "collect",
+        &["--from-file", out_file.to_str().unwrap()],
+        true,
+    );
+    let answered = ITEMS as u64 - 1;
+    assert_eq!(case.counts(), (answered, 0, 1));
+    let expected_usd = answered as f64 * 1000.0 * 100.0 / 1e6 * 0.5;
+    let ledger = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(case.out.join("journal/spend.json")).unwrap())
+            .unwrap()
+    };
+    let spend = ledger();
+    assert_eq!(spend["requests"], answered, "{spend}");
+    assert_eq!(spend["batch_requests"], answered, "{spend}");
+    assert_eq!(spend["prompt_tokens"], answered * 900, "{spend}");
+    assert_eq!(spend["completion_tokens"], answered * 100, "{spend}");
+    assert!(
+        (spend["usd"].as_f64().unwrap() - expected_usd).abs() < 1e-9,
+        "{spend}"
+    );
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(case.out.join("dataset.json")).unwrap())
+            .unwrap();
+    assert!(
+        (card["cost"]["usd"].as_f64().unwrap() - expected_usd).abs() < 1e-9,
+        "{card}"
+    );
+    // Collecting the same file again commits nothing and pays nothing twice.
+    case.ok(
+        "collect",
+        &["--from-file", out_file.to_str().unwrap()],
+        true,
+    );
+    assert_eq!(ledger(), spend);
+    case.verify();
+}

@@ -224,6 +224,9 @@ fn plan_estimates_before_anything_is_sent() {
         (usd - (prompt + ITEMS * 400) as f64 * PRICE / 1e6).abs() < 1e-9,
         "{plan}"
     );
+    // Through the Batch API the same tokens cost half (the default batch_factor).
+    let batch = plan["batch_cost_usd"].as_f64().unwrap();
+    assert!((batch - usd / 2.0).abs() < 1e-9, "{plan}");
     assert!((plan["wall_seconds"].as_f64().unwrap() - ITEMS as f64 * 2.0 / 3.0).abs() < 1e-9);
     assert_eq!(
         endpoint.stats().requests.load(Ordering::Relaxed),
@@ -243,6 +246,7 @@ fn plan_estimates_before_anything_is_sent() {
         "{table}"
     );
     assert!(table.contains("input 100"), "{table}");
+    assert!(table.contains("50% of the online price"), "{table}");
 }
 
 #[test]

@@ -644,19 +644,21 @@ fn collect(args: &CollectArgs) -> Result<ExitCode> {
         }
     }
     let fatal: std::sync::Mutex<Option<String>> = std::sync::Mutex::default();
+    let price = config.cost.price_table().lookup(&config.captioner.model);
+    let mut spend = retina_captioner::Spend::default();
     write_all(out, &config, journal, |outcomes| {
         use rayon::prelude::*;
-        let judged: Vec<&'static str> = work
+        let judged: Vec<(&'static str, Option<Usage>)> = work
             .into_par_iter()
             .map_with(outcomes.clone(), |tx, (record, line)| {
                 let outcome = judge_line(&judge, &info, &prepare_config, record, line);
-                let outcome = match outcome {
-                    Ok(outcome) => outcome,
+                let (outcome, usage) = match outcome {
+                    Ok(judged) => judged,
                     Err(message) => {
                         if let Ok(mut slot) = fatal.lock() {
                             slot.get_or_insert(message);
                         }
-                        return "fatal";
+                        return ("fatal", None);
                     }
                 };
                 let label = match &outcome {
@@ -665,12 +667,20 @@ fn collect(args: &CollectArgs) -> Result<ExitCode> {
                     Outcome::Failed { .. } => "failed",
                 };
                 if tx.blocking_send(outcome).is_err() {
-                    return "unsent";
+                    return ("unsent", None);
                 }
-                label
+                (label, usage)
             })
             .collect();
-        for label in judged {
+        for (label, usage) in judged {
+            if let Some(usage) = usage {
+                spend.add_batch_answer(
+                    price.as_ref(),
+                    u64::from(usage.prompt_tokens),
+                    u64::from(usage.cached_prompt_tokens),
+                    u64::from(usage.completion_tokens),
+                );
+            }
             match label {
                 "accepted" => counts.accepted += 1,
                 "rejected" => counts.rejected += 1,
@@ -683,6 +693,10 @@ fn collect(args: &CollectArgs) -> Result<ExitCode> {
     if let Some(message) = fatal.lock().ok().and_then(|slot| slot.clone()) {
         bail!("{message}");
     }
+    // The answers are priced at the batch rate into the dataset's spend ledger, after the journal
+    // commit: a crash in between loses their cost from the ledger (a lower bound, as online),
+    // never counts it twice, since the next collect skips the committed items.
+    add_to_ledger(out, &spend)?;
     for &i in &chosen {
         state.files[i].collected = true;
     }
@@ -744,15 +758,36 @@ fn report_join(joined: &Joined) {
     }
 }
 
+/// What one batch answer used, as its completion body reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    prompt_tokens: u32,
+    cached_prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+/// Adds `spend` to the dataset's spend ledger (`journal/spend.json`), which `dataset.json`
+/// reports.
+fn add_to_ledger(out: &Path, spend: &retina_captioner::Spend) -> Result<()> {
+    if spend.requests == 0 {
+        return Ok(());
+    }
+    let path = crate::progress::spend_path(out);
+    let total = crate::progress::read_spend(&path)?.plus(spend);
+    crate::progress::write_spend(&path, &total)
+        .with_context(|| format!("cannot record the batch spend in {}", path.display()))
+}
+
 /// One item's outcome from its result line (or its absence), through the image stage, the
-/// captioner's completion parser and the validator, as the online pipeline judges it.
+/// captioner's completion parser and the validator, as the online pipeline judges it; with the
+/// usage of the answer when the line held a completion (billed, whatever the validator says).
 fn judge_line(
     judge: &Judge,
     info: &CaptionerInfo,
     prepare_config: &retina_fundus::PrepareConfig,
     record: Record,
     line: Option<LineOutcome>,
-) -> Result<Outcome, String> {
+) -> Result<(Outcome, Option<Usage>), String> {
     let failed = |id: &ItemId, message: String| Outcome::Failed {
         id: id.clone(),
         class: "batch",
@@ -760,9 +795,12 @@ fn judge_line(
     };
     let body = match line {
         None => {
-            return Ok(failed(
-                &record.id,
-                "no result line for this item in the batch's output or error file".into(),
+            return Ok((
+                failed(
+                    &record.id,
+                    "no result line for this item in the batch's output or error file".into(),
+                ),
+                None,
             ));
         }
         Some(LineOutcome::Error {
@@ -770,32 +808,40 @@ fn judge_line(
             code,
             message,
         }) => {
-            return Ok(failed(
-                &record.id,
-                format!(
-                    "batch request failed (status {}, code {}): {message}",
-                    status_code.map_or_else(|| "none".to_string(), |s| s.to_string()),
-                    code.as_deref().unwrap_or("none")
+            return Ok((
+                failed(
+                    &record.id,
+                    format!(
+                        "batch request failed (status {}, code {}): {message}",
+                        status_code.map_or_else(|| "none".to_string(), |s| s.to_string()),
+                        code.as_deref().unwrap_or("none")
+                    ),
                 ),
+                None,
             ));
         }
         Some(LineOutcome::Response { body, .. }) => body,
     };
     let image = match pipeline::prepare_one(&record, prepare_config) {
         Ok(image) => image,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return Ok((outcome, None)),
     };
     let image_ext = image.format.extension();
     let (request, image_bytes) =
         match pipeline::caption_request(&judge.prompts, info.vision, &record, image) {
             Ok(request) => request,
-            Err(outcome) => return Ok(*outcome),
+            Err(outcome) => return Ok((*outcome, None)),
         };
     let facts = (*request.facts).clone();
     let reply = retina_captioner::parse_chat_completion(&body, &request).map_err(|err| match err {
         // A batch answer cannot stop a run: what would be fatal online fails the item.
         CaptionError::Fatal { message } => CaptionError::Transient { message },
         other => other,
+    });
+    let usage = reply.as_ref().ok().map(|reply| Usage {
+        prompt_tokens: reply.usage.prompt_tokens,
+        cached_prompt_tokens: reply.cached_prompt_tokens,
+        completion_tokens: reply.usage.completion_tokens,
     });
     pipeline::judge_reply(
         &judge.validator,
@@ -807,6 +853,7 @@ fn judge_line(
         image_ext,
         reply,
     )
+    .map(|outcome| (outcome, usage))
 }
 
 /// dataset.json as `build` writes it; without an endpoint (vLLM `run-batch` files) the card names
@@ -836,7 +883,8 @@ mod tests {
         };
         let record = Record::new("d", "a.jpg", PathBuf::from("/nonexistent/a.jpg"));
         let prepare = crate::prepare_config(&config);
-        let outcome = judge_line(&judge, &info, &prepare, record.clone(), None).unwrap();
+        let (outcome, usage) = judge_line(&judge, &info, &prepare, record.clone(), None).unwrap();
+        assert_eq!(usage, None, "nothing answered, nothing billed");
         assert!(
             matches!(outcome, Outcome::Failed { class: "batch", ref message, .. } if message.contains("no result line"))
         );
@@ -845,7 +893,9 @@ mod tests {
             code: Some("server_error".into()),
             message: "boom".into(),
         };
-        let outcome = judge_line(&judge, &info, &prepare, record.clone(), Some(error)).unwrap();
+        let (outcome, usage) =
+            judge_line(&judge, &info, &prepare, record.clone(), Some(error)).unwrap();
+        assert_eq!(usage, None);
         assert!(
             matches!(outcome, Outcome::Failed { ref message, .. } if message.contains("boom") && message.contains("500"))
         );
@@ -854,7 +904,7 @@ mod tests {
             status_code: 200,
             body: "{}".into(),
         };
-        let outcome = judge_line(&judge, &info, &prepare, record, Some(answer)).unwrap();
+        let (outcome, _) = judge_line(&judge, &info, &prepare, record, Some(answer)).unwrap();
         assert!(matches!(outcome, Outcome::Failed { class: "io", .. }));
     }
 }

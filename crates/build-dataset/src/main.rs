@@ -428,11 +428,7 @@ fn build(mut args: BuildArgs) -> Result<ExitCode> {
     let model = stages.captioner.info().model;
     // The offline captioner is free; an endpoint's model is priced from the table, if listed.
     let price = if config.captioner.endpoint.is_empty() {
-        Some(retina_captioner::Price {
-            input: 0.0,
-            output: 0.0,
-            cached_input: None,
-        })
+        Some(retina_captioner::Price::free())
     } else {
         config.cost.price_table().lookup(&model)
     };

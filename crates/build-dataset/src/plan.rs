@@ -6,7 +6,9 @@
 //! same words x 1.3 rule as the offline captioner, plus `cost.image_tokens` per image, plus the
 //! schema when it travels in the prompt). Completion tokens come from
 //! `cost.expected_completion_tokens`, else `captioner.max_tokens` (an upper bound). Wall time is
-//! requests x latency / concurrency. Nothing is sent to the endpoint.
+//! requests x latency / concurrency. The batch estimate is the same tokens at the price's
+//! `batch_factor` (OpenAI's Batch API: half the online price, the default). Nothing is sent to
+//! the endpoint.
 
 use crate::config::BuildConfig;
 use anyhow::{Context, Result};
@@ -71,6 +73,9 @@ pub struct Plan {
     /// US dollars per million tokens used, if the model has a price.
     pub price: Option<retina_captioner::Price>,
     pub cost_usd: Option<f64>,
+    /// The same requests through the Batch API (`build-dataset batch`): the price's
+    /// `batch_factor` (default 0.5) of `cost_usd`.
+    pub batch_cost_usd: Option<f64>,
     pub concurrency: usize,
     pub latency_secs: f64,
     pub wall_seconds: f64,
@@ -195,11 +200,7 @@ fn estimate(
     let prompt_tokens = (prompt_per * requests as f64).round() as u64;
     let completion_tokens = (completion_per * requests as f64).round() as u64;
     let price = if offline {
-        Some(retina_captioner::Price {
-            input: 0.0,
-            output: 0.0,
-            cached_input: None,
-        })
+        Some(retina_captioner::Price::free())
     } else {
         config.cost.price_table().lookup(&model)
     };
@@ -209,6 +210,7 @@ fn estimate(
         ));
     }
     let cost_usd = price.map(|p| p.cost(prompt_tokens, 0, completion_tokens));
+    let batch_cost_usd = price.map(|p| p.batch_cost(prompt_tokens, 0, completion_tokens));
     let concurrency = args
         .concurrency
         .unwrap_or(if offline {
@@ -247,6 +249,7 @@ fn estimate(
         completion_tokens,
         price,
         cost_usd,
+        batch_cost_usd,
         concurrency,
         latency_secs,
         wall_seconds,
@@ -298,6 +301,16 @@ fn table(plan: &Plan) -> String {
                 .map_or_else(|| "unknown".to_string(), |c| format!("{c:.2}")),
         ),
         (
+            "cost, batch mode (USD)".into(),
+            match (plan.batch_cost_usd, plan.price) {
+                (Some(c), Some(p)) => format!(
+                    "{c:.2} (build-dataset batch: {}% of the online price, within 24 hours)",
+                    (p.batch_factor() * 100.0).round()
+                ),
+                _ => "unknown".to_string(),
+            },
+        ),
+        (
             "wall time".into(),
             format!(
                 "{} at {} in flight x {} s per request",
@@ -321,6 +334,54 @@ fn table(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_shows_the_batch_estimate_at_the_prices_factor() {
+        let price = retina_captioner::Price {
+            input: 1.0,
+            output: 2.0,
+            cached_input: None,
+            batch_factor: Some(0.4),
+        };
+        let plan = Plan {
+            model: "m".into(),
+            items: 10,
+            already_done: 0,
+            requests: 10,
+            sampled: 1,
+            prompt_tokens_per_request: 100.0,
+            completion_tokens_per_request: 50.0,
+            prompt_tokens: 1_000_000,
+            completion_tokens: 500_000,
+            price: Some(price),
+            cost_usd: Some(price.cost(1_000_000, 0, 500_000)),
+            batch_cost_usd: Some(price.batch_cost(1_000_000, 0, 500_000)),
+            concurrency: 1,
+            latency_secs: 1.0,
+            wall_seconds: 10.0,
+            notes: Vec::new(),
+        };
+        let text = table(&plan);
+        let row = |text: &str, key: &str| {
+            text.lines()
+                .find(|line| line.starts_with(key))
+                .map(|line| line[key.len()..].trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(row(&text, "cost (USD)"), "2.00", "{text}");
+        assert!(
+            row(&text, "cost, batch mode (USD)")
+                .starts_with("0.80 (build-dataset batch: 40% of the online price"),
+            "{text}"
+        );
+        let unpriced = Plan {
+            price: None,
+            cost_usd: None,
+            batch_cost_usd: None,
+            ..plan
+        };
+        assert_eq!(row(&table(&unpriced), "cost, batch mode (USD)"), "unknown");
+    }
 
     #[test]
     fn samples_spread_over_the_items() {

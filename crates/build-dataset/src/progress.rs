@@ -440,7 +440,7 @@ pub fn read_spend(path: &std::path::Path) -> anyhow::Result<retina_captioner::Sp
     }
 }
 
-fn write_spend(path: &std::path::Path, spend: &retina_captioner::Spend) -> std::io::Result<()> {
+pub fn write_spend(path: &std::path::Path, spend: &retina_captioner::Spend) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(spend)?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text)?;
@@ -594,6 +594,7 @@ mod tests {
                 input: 1.0,
                 output: 2.0,
                 cached_input: None,
+                batch_factor: None,
             }),
             Some(0.0002),
             Some(dir.path().join("spend.json")),

@@ -26,7 +26,7 @@ pub use openai::{
     EndpointConfig, OpenAiCaptioner, ResponseFormat, chat_request_body, error_body_message,
     error_chain, parse_chat_completion, system_with_schema,
 };
-pub use pricing::{Price, PriceTable, Spend};
+pub use pricing::{DEFAULT_BATCH_FACTOR, Price, PriceTable, Spend};
 pub use ratelimit::{RateGate, RateLimitConfig, RateLimitState, parse_reset};
 pub use replicas::{ReplicaSet, ReplicaStats};
 

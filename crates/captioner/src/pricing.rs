@@ -20,7 +20,15 @@ pub struct Price {
     /// Prompt tokens the provider served from its prompt cache; `None`: billed as `input`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
+    /// What a Batch API answer costs as a fraction of the online price; `None`: OpenAI's
+    /// [`DEFAULT_BATCH_FACTOR`] (half). Set 1.0 for providers without a batch discount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_factor: Option<f64>,
 }
+
+/// The Batch API's price as a fraction of the online price, unless a price says otherwise
+/// (OpenAI bills batch input and output tokens at 50% of the online list price).
+pub const DEFAULT_BATCH_FACTOR: f64 = 0.5;
 
 impl Price {
     /// Dollars for one exchange. `cached_prompt` is the part of `prompt` served from the
@@ -33,15 +41,39 @@ impl Price {
             / 1_000_000.0
     }
 
-    /// Every price finite and not negative.
+    /// A price of nothing (the embedded offline captioner).
+    pub fn free() -> Price {
+        Price {
+            input: 0.0,
+            output: 0.0,
+            cached_input: None,
+            batch_factor: None,
+        }
+    }
+
+    /// The fraction of the online price a batch answer costs.
+    pub fn batch_factor(&self) -> f64 {
+        self.batch_factor.unwrap_or(DEFAULT_BATCH_FACTOR)
+    }
+
+    /// Dollars for one exchange through the Batch API: [`Price::cost`] times the batch factor.
+    pub fn batch_cost(&self, prompt: u64, cached_prompt: u64, completion: u64) -> f64 {
+        self.cost(prompt, cached_prompt, completion) * self.batch_factor()
+    }
+
+    /// Every price finite and not negative, the batch factor too.
     pub fn check(&self) -> Result<(), String> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if ok(self.input) && ok(self.output) && self.cached_input.is_none_or(ok) {
+        if ok(self.input)
+            && ok(self.output)
+            && self.cached_input.is_none_or(ok)
+            && self.batch_factor.is_none_or(ok)
+        {
             Ok(())
         } else {
             Err(format!(
-                "prices must be finite numbers >= 0 (input {}, output {}, cached_input {:?})",
-                self.input, self.output, self.cached_input
+                "prices must be finite numbers >= 0 (input {}, output {}, cached_input {:?}, batch_factor {:?})",
+                self.input, self.output, self.cached_input, self.batch_factor
             ))
         }
     }
@@ -74,6 +106,7 @@ impl PriceTable {
                         input: *input,
                         output: *output,
                         cached_input: Some(*cached),
+                        batch_factor: None,
                     },
                 )
             })
@@ -124,6 +157,8 @@ pub struct Spend {
     pub cached_prompt_tokens: u64,
     /// Completion tokens of billed answers.
     pub completion_tokens: u64,
+    /// Of `requests`, answers that came through the Batch API (billed at the batch price).
+    pub batch_requests: u64,
     /// US dollars; `None` when the model has no price (self-hosted, or not configured).
     pub usd: Option<f64>,
 }
@@ -155,6 +190,24 @@ impl Spend {
         }
     }
 
+    /// Adds one Batch API answer at `price`'s batch rate ([`Price::batch_cost`]).
+    pub fn add_batch_answer(
+        &mut self,
+        price: Option<&Price>,
+        prompt: u64,
+        cached_prompt: u64,
+        completion: u64,
+    ) {
+        self.requests += 1;
+        self.batch_requests += 1;
+        self.prompt_tokens += prompt;
+        self.cached_prompt_tokens += cached_prompt.min(prompt);
+        self.completion_tokens += completion;
+        if let Some(price) = price {
+            *self.usd.get_or_insert(0.0) += price.batch_cost(prompt, cached_prompt, completion);
+        }
+    }
+
     /// The sum of two spends (a dollar figure is kept when either side has one).
     pub fn plus(&self, other: &Spend) -> Spend {
         Spend {
@@ -163,6 +216,7 @@ impl Spend {
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             cached_prompt_tokens: self.cached_prompt_tokens + other.cached_prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
+            batch_requests: self.batch_requests + other.batch_requests,
             usd: match (self.usd, other.usd) {
                 (None, None) => None,
                 (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
@@ -182,6 +236,7 @@ mod tests {
             input: 2.0,
             output: 8.0,
             cached_input: Some(0.5),
+            batch_factor: None,
         };
         // 1M prompt of which 0.5M cached, 0.25M completion: 1 + 0.25 + 2 dollars.
         let usd = price.cost(1_000_000, 500_000, 250_000);
@@ -202,6 +257,7 @@ mod tests {
                 input: 1.0,
                 output: 1.0,
                 cached_input: None,
+                batch_factor: None,
             },
         );
         let table = PriceTable::with_overrides(&configured);
@@ -219,6 +275,7 @@ mod tests {
             input: 1.0,
             output: 2.0,
             cached_input: None,
+            batch_factor: None,
         };
         let mut spend = Spend::default();
         spend.add_answer(Some(&price), 1000, 0, 500, false);
@@ -235,10 +292,57 @@ mod tests {
         assert_eq!(spend.plus(&unpriced).usd, spend.usd);
     }
 
+    #[test]
+    fn batch_answers_cost_the_batch_factor_of_online_and_are_counted() {
+        let price = Price {
+            input: 2.0,
+            output: 8.0,
+            cached_input: None,
+            batch_factor: None,
+        };
+        assert_eq!(price.batch_factor(), 0.5);
+        let online = price.cost(1_000_000, 0, 250_000);
+        assert!((price.batch_cost(1_000_000, 0, 250_000) - online / 2.0).abs() < 1e-12);
+        let mut spend = Spend::default();
+        spend.add_batch_answer(Some(&price), 1_000_000, 0, 250_000);
+        spend.add_answer(Some(&price), 1_000_000, 0, 250_000, false);
+        assert_eq!((spend.requests, spend.batch_requests), (2, 1));
+        assert!((spend.usd.unwrap() - 1.5 * online).abs() < 1e-9);
+        // A provider without a discount, and an unpriced model.
+        let full = Price {
+            batch_factor: Some(1.0),
+            ..price
+        };
+        assert!((full.batch_cost(1_000_000, 0, 250_000) - online).abs() < 1e-12);
+        let mut unpriced = Spend::default();
+        unpriced.add_batch_answer(None, 10, 0, 10);
+        assert_eq!((unpriced.usd, unpriced.batch_requests), (None, 1));
+        assert_eq!(spend.plus(&unpriced).batch_requests, 2);
+        assert!(
+            Price {
+                batch_factor: Some(-0.5),
+                ..price
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_price_table_entry_reads_batch_factor_and_old_ledgers_still_parse() {
+        let price: Price =
+            serde_json::from_str(r#"{"input": 1.0, "output": 2.0, "batch_factor": 0.25}"#).unwrap();
+        assert_eq!(price.batch_factor(), 0.25);
+        let price: Price = serde_json::from_str(r#"{"input": 1.0, "output": 2.0}"#).unwrap();
+        assert_eq!(price.batch_factor, None);
+        let spend: Spend = serde_json::from_str(r#"{"requests": 3, "usd": 0.5}"#).unwrap();
+        assert_eq!((spend.requests, spend.batch_requests), (3, 0));
+    }
+
     proptest! {
         #[test]
         fn cost_is_never_negative_and_monotonic(p in 0u64..10_000_000, c in 0u64..10_000_000, o in 0u64..10_000_000) {
-            let price = Price { input: 3.0, output: 15.0, cached_input: Some(0.3) };
+            let price = Price { input: 3.0, output: 15.0, cached_input: Some(0.3), batch_factor: None };
             let usd = price.cost(p, c, o);
             prop_assert!(usd >= 0.0 && usd.is_finite());
             prop_assert!(price.cost(p + 1, c, o) >= usd);
