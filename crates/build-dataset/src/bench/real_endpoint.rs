@@ -319,7 +319,12 @@ pub(crate) fn run(_context: &BenchContext, results: &mut Results) -> Result<()> 
         let count = slots * ITEMS_PER_SLOT;
         // Warm-up, every server: the first request pays for loading weights into the caches.
         for url in &urls {
-            phase(&runtime, &config(std::slice::from_ref(url), 1), &base[..1], 1)?;
+            phase(
+                &runtime,
+                &config(std::slice::from_ref(url), 1),
+                &base[..1],
+                1,
+            )?;
         }
 
         let single = phase(
@@ -419,7 +424,8 @@ pub(crate) fn run(_context: &BenchContext, results: &mut Results) -> Result<()> 
             "the servers' concurrent rate over single-request rate x slots, completion tokens/s (what slots give on this CPU)",
         );
         if topology.slots_per_server == 1 {
-            worst_independent = worst_independent.min(tokens_ratio.min(ours.items / (single.items * ideal)));
+            worst_independent =
+                worst_independent.min(tokens_ratio.min(ours.items / (single.items * ideal)));
         }
     }
     results.put(
