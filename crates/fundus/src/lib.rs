@@ -262,12 +262,12 @@ pub fn prepare(bytes: &[u8], config: &PrepareConfig) -> Result<PreparedImage, Pr
     let mut resizer = fr::Resizer::new();
 
     // 1. Field of view, found on a small copy.
-    let mut field = locate_field(&decoded.rgb, &mut resizer)?;
+    let mut field = locate_field(&decoded.rgb)?;
     // A field much narrower than the frame would be upsampled from the reduced decode: decode
     // again at full size rather than lose detail.
     if decoded.is_reduced() && 2.0 * field.r * (1.0 + config.margin) < config.target_size as f32 {
         decoded = decode_guarded(bytes, config.max_pixels, None)?;
-        field = locate_field(&decoded.rgb, &mut resizer)?;
+        field = locate_field(&decoded.rgb)?;
     }
     let rgb = decoded.rgb;
     let (ow_dec, oh_dec) = rgb.dimensions();
@@ -393,10 +393,7 @@ pub(crate) struct Field {
 }
 
 /// Finds the field of view on a copy of at most [`FOV_WORK_SIZE`] pixels and maps it back.
-pub(crate) fn locate_field(
-    rgb: &image::RgbImage,
-    resizer: &mut fr::Resizer,
-) -> Result<Field, PrepareError> {
+pub(crate) fn locate_field(rgb: &image::RgbImage) -> Result<Field, PrepareError> {
     let (ow, oh) = rgb.dimensions();
     let s0 = (FOV_WORK_SIZE as f32 / ow.max(oh) as f32).min(1.0);
     let w0 = ((ow as f32 * s0).round() as u32).max(1);
@@ -405,13 +402,13 @@ pub(crate) fn locate_field(
     let small: &[u8] = if (w0, h0) == (ow, oh) {
         rgb.as_raw()
     } else {
-        let mut dst = fr::images::Image::new(w0, h0, fr::PixelType::U8x3);
-        let opts =
-            fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Box));
-        resizer
-            .resize(rgb, &mut dst, &opts)
-            .map_err(|e| PrepareError::Resize(e.to_string()))?;
-        resized = dst.into_vec();
+        resized = sampled_box_copy(
+            rgb.as_raw(),
+            ow as usize,
+            oh as usize,
+            w0 as usize,
+            h0 as usize,
+        );
         &resized
     };
     let c0 = fov::find_fov(small, w0 as usize, h0 as usize).ok_or(PrepareError::NoFieldOfView)?;
@@ -429,6 +426,50 @@ pub(crate) fn locate_field(
         r: c0.r * (sx + sy) / 2.0,
         fov_fraction: inside as f32 / (w0 as f32 * h0 as f32),
     })
+}
+
+/// A `w0 x h0` copy of the RGB8 image `rgb` (`ow x oh`, at least as large in each direction):
+/// each output pixel is the rounded mean of a 2x2 grid of source pixels spread over its cell
+/// (at the quarter and three-quarter points of each side), or of the whole cell where it is
+/// narrower than 2. Reads about 4 source pixels per output pixel instead of the whole cell,
+/// which is ample for the field search (it smooths with a 3x3 box after). Missing source bytes
+/// (a short buffer) read as black.
+fn sampled_box_copy(rgb: &[u8], ow: usize, oh: usize, w0: usize, h0: usize) -> Vec<u8> {
+    // Sample positions along one axis for output index i: up to 2 points in [a, b).
+    let taps = |i: usize, n: usize, n0: usize| -> ([usize; 2], usize) {
+        let a = i * n / n0;
+        let b = ((i + 1) * n / n0).max(a + 1).min(n.max(1));
+        let len = b.saturating_sub(a).max(1);
+        if len >= 2 {
+            ([a + len / 4, a + (3 * len) / 4], 2)
+        } else {
+            ([a, a], 1)
+        }
+    };
+    let cols: Vec<([usize; 2], usize)> = (0..w0).map(|i| taps(i, ow, w0)).collect();
+    let mut out = vec![0u8; w0 * h0 * 3];
+    let stride = ow * 3;
+    for (j, dst) in out.chunks_exact_mut((w0 * 3).max(1)).enumerate() {
+        let (ys, ny) = taps(j, oh, h0);
+        let rows: [&[u8]; 2] = ys.map(|y| rgb.get(y * stride..(y + 1) * stride).unwrap_or(&[]));
+        for (px, (xs, nx)) in dst.chunks_exact_mut(3).zip(&cols) {
+            let mut acc = [0u32; 3];
+            for row in &rows[..ny] {
+                for x in &xs[..*nx] {
+                    if let Some(p) = row.get(3 * x..3 * x + 3) {
+                        for (a, v) in acc.iter_mut().zip(p) {
+                            *a += u32::from(*v);
+                        }
+                    }
+                }
+            }
+            let n = (ny * nx) as u32;
+            for (o, a) in px.iter_mut().zip(acc) {
+                *o = ((a + n / 2) / n) as u8;
+            }
+        }
+    }
+    out
 }
 
 fn encode(rgb: &[u8], side: u32, config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {

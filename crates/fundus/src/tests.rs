@@ -38,7 +38,7 @@ fn to_output(field: &Field, margin: f32, target: u32, p: (f32, f32)) -> (f32, f3
 }
 
 fn field_of(img: &RgbImage) -> Field {
-    locate_field(img, &mut fast_image_resize::Resizer::new()).unwrap()
+    locate_field(img).unwrap()
 }
 
 #[test]

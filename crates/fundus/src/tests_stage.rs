@@ -31,7 +31,7 @@ fn png(img: &DynamicImage) -> Vec<u8> {
 }
 
 fn field_of(img: &RgbImage) -> Field {
-    locate_field(img, &mut fast_image_resize::Resizer::new()).unwrap()
+    locate_field(img).unwrap()
 }
 
 fn decoded(p: &PreparedImage) -> RgbImage {
