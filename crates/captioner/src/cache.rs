@@ -28,6 +28,47 @@ pub(crate) struct KeyParts<'a> {
     pub temperature: f32,
     pub seed: Option<u64>,
     pub extra_body: &'a serde_json::Map<String, Value>,
+    /// How the image is sent: another transport shows the model another picture (the source
+    /// photograph instead of the prepared one).
+    pub image_transport: &'a str,
+}
+
+/// `value` as JSON text with every object's keys sorted, whatever order the map keeps: serde_json
+/// keeps insertion order when any crate in the build enables its `preserve_order` feature, which
+/// would make the key depend on the build and on the order of keys in a configuration file.
+fn canonical(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
 }
 
 impl ResponseCache {
@@ -47,7 +88,6 @@ impl ResponseCache {
             (Some(image), true) => Value::String(blake3::hash(image).to_hex().to_string()),
             _ => Value::Null,
         };
-        // serde_json's map is ordered by key, so the text is canonical.
         let mut material = json!({
             "v": 1,
             "model": parts.model,
@@ -72,7 +112,16 @@ impl ResponseCache {
                 Value::String(parts.response_format.as_str().to_string()),
             );
         }
-        blake3::hash(material.to_string().as_bytes())
+        if parts.vision
+            && parts.image_transport != "data_url"
+            && let Some(map) = material.as_object_mut()
+        {
+            map.insert(
+                "image_transport".to_string(),
+                Value::String(parts.image_transport.to_string()),
+            );
+        }
+        blake3::hash(canonical(&material).as_bytes())
             .to_hex()
             .to_string()
     }

@@ -79,6 +79,74 @@ pub fn system_with_schema(system: &str, schema: &Value) -> String {
     )
 }
 
+/// How an image reaches a vision endpoint, as the `url` of its `image_url` content part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ImageTransport {
+    /// The prepared image (cropped, resized, encoded) inline as a base64 `data:` URL: works with
+    /// every server and needs no shared files.
+    #[default]
+    DataUrl,
+    /// `file://` and the source photograph's absolute path, for a server beside the data that may
+    /// read it (vLLM `--allowed-local-media-path`). The server then sees the original photograph,
+    /// not the cropped one, and the request stays small.
+    LocalPath,
+    /// This prefix and the record's path relative to its dataset root, for images the server can
+    /// fetch over http(s) (a bucket or web server holding the dataset as it ships).
+    UrlPrefix(String),
+}
+
+impl ImageTransport {
+    /// The URL this transport gives `record`'s image; `None` for [`ImageTransport::DataUrl`],
+    /// whose URL is built from the image bytes.
+    pub fn url_for(&self, record: &retina_records::Record) -> Option<String> {
+        match self {
+            ImageTransport::DataUrl => None,
+            ImageTransport::LocalPath => {
+                let path = std::path::absolute(&record.image_path)
+                    .unwrap_or_else(|_| record.image_path.clone());
+                let text = path.to_string_lossy();
+                // Percent-encode what a URL path cannot hold as is (spaces, '#', '?', '%').
+                let mut url = String::from("file://");
+                for c in text.chars() {
+                    match c {
+                        ' ' => url.push_str("%20"),
+                        '#' => url.push_str("%23"),
+                        '?' => url.push_str("%3F"),
+                        '%' => url.push_str("%25"),
+                        c => url.push(c),
+                    }
+                }
+                Some(url)
+            }
+            ImageTransport::UrlPrefix(prefix) => {
+                let relative = record.relative_path.trim_start_matches('/');
+                let mut url = prefix.clone();
+                if !url.ends_with('/') {
+                    url.push('/');
+                }
+                for c in relative.chars() {
+                    match c {
+                        ' ' => url.push_str("%20"),
+                        '#' => url.push_str("%23"),
+                        '?' => url.push_str("%3F"),
+                        c => url.push(c),
+                    }
+                }
+                Some(url)
+            }
+        }
+    }
+
+    /// The configuration spelling: `data_url`, `local_path` or `url`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ImageTransport::DataUrl => "data_url",
+            ImageTransport::LocalPath => "local_path",
+            ImageTransport::UrlPrefix(_) => "url",
+        }
+    }
+}
+
 /// Settings of one OpenAI-compatible endpoint.
 #[derive(Clone)]
 pub struct EndpointConfig {
@@ -90,6 +158,8 @@ pub struct EndpointConfig {
     pub api_key: Option<String>,
     /// Whether the model accepts images (text-only models get no image part).
     pub vision: bool,
+    /// How images reach the endpoint when `vision` is on (inline by default).
+    pub image_transport: ImageTransport,
     /// The caption schema, for response_format.
     pub schema: Value,
     /// Ask for strict schema adherence (true in production).
@@ -126,6 +196,7 @@ impl EndpointConfig {
             model: model.into(),
             api_key: None,
             vision: true,
+            image_transport: ImageTransport::DataUrl,
             schema,
             json_schema_strict: true,
             response_format: ResponseFormat::JsonSchema,
@@ -261,6 +332,7 @@ impl OpenAiCaptioner {
                 temperature: self.config.temperature,
                 seed: self.config.seed,
                 extra_body: &self.config.extra_body,
+                image_transport: self.config.image_transport.as_str(),
             },
             request,
         )
@@ -352,12 +424,16 @@ pub fn chat_request_body(
 ) -> Value {
     let user = match (&request.image, config.vision) {
         (Some(image), true) => {
-            let data = base64::engine::general_purpose::STANDARD.encode(image.as_slice());
+            let url = config
+                .image_transport
+                .url_for(&request.record)
+                .unwrap_or_else(|| {
+                    let data = base64::engine::general_purpose::STANDARD.encode(image.as_slice());
+                    format!("data:{};base64,{data}", request.image_mime)
+                });
             json!([
                 {"type": "text", "text": request.prompt.user},
-                {"type": "image_url", "image_url": {
-                    "url": format!("data:{};base64,{data}", request.image_mime)
-                }}
+                {"type": "image_url", "image_url": {"url": url}}
             ])
         }
         _ => Value::String(request.prompt.user.clone()),

@@ -44,6 +44,8 @@ pub(crate) struct BodyTemplate {
     /// The text-and-image user array around its two gaps (text, then image URL), for vision.
     image_parts: Option<[Vec<u8>; 3]>,
     vision: bool,
+    /// Where image URLs come from (the bytes, or the record's path).
+    transport: super::ImageTransport,
 }
 
 /// The JSON form of `text` without its quotes, as serde_json escapes it.
@@ -137,6 +139,7 @@ impl BodyTemplate {
             gaps,
             image_parts,
             vision: config.vision,
+            transport: config.image_transport.clone(),
         })
     }
 
@@ -161,13 +164,17 @@ impl BodyTemplate {
                         push_escaped(&mut out, &request.prompt.user);
                         out.extend_from_slice(before_url);
                         out.push(b'"');
-                        push_escaped(&mut out, &format!("data:{};base64,", request.image_mime));
-                        let start = out.len();
-                        out.resize(start + base64_len(image.len()), 0);
-                        let written = base64::engine::general_purpose::STANDARD
-                            .encode_slice(image.as_slice(), &mut out[start..])
-                            .unwrap_or(0);
-                        out.truncate(start + written);
+                        if let Some(url) = self.transport.url_for(&request.record) {
+                            push_escaped(&mut out, &url);
+                        } else {
+                            push_escaped(&mut out, &format!("data:{};base64,", request.image_mime));
+                            let start = out.len();
+                            out.resize(start + base64_len(image.len()), 0);
+                            let written = base64::engine::general_purpose::STANDARD
+                                .encode_slice(image.as_slice(), &mut out[start..])
+                                .unwrap_or(0);
+                            out.truncate(start + written);
+                        }
                         out.push(b'"');
                         out.extend_from_slice(after);
                     }
@@ -256,7 +263,16 @@ mod tests {
                 config
                     .extra_body
                     .insert("max_tokens".into(), json!("never replaces ours"));
-                out.push(config);
+                out.push(config.clone());
+                if vision {
+                    for transport in [
+                        super::super::ImageTransport::LocalPath,
+                        super::super::ImageTransport::UrlPrefix("https://cdn.example/ds".into()),
+                    ] {
+                        config.image_transport = transport;
+                        out.push(config.clone());
+                    }
+                }
             }
         }
         out
@@ -265,6 +281,12 @@ mod tests {
     fn request(system: &str, user: &str, image: Option<Vec<u8>>) -> CaptionRequest {
         let mut request = template_request(system, user);
         request.image = image.map(Arc::new);
+        // A path with characters a URL must encode, and a quote that JSON must escape.
+        request.record = Arc::new(retina_records::Record::new(
+            "t",
+            "left eye/IM#1 \"a\".jpg",
+            std::path::PathBuf::from("/data/left eye/IM#1 \"a\".jpg"),
+        ));
         request
     }
 

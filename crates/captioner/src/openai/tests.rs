@@ -250,6 +250,85 @@ async fn success_sends_schema_image_and_key_and_parses_usage() {
 }
 
 #[tokio::test]
+async fn local_path_and_url_transports_send_the_photographs_address_not_its_bytes() {
+    let absolute = std::path::absolute("abc.png").unwrap();
+    for (transport, expected) in [
+        (
+            ImageTransport::LocalPath,
+            format!("file://{}", absolute.display()),
+        ),
+        (
+            ImageTransport::UrlPrefix("https://images.example/aptos".into()),
+            "https://images.example/aptos/train/abc.png".to_string(),
+        ),
+    ] {
+        let content = answer_json();
+        let (result, received) = run(vec![ok(completion(Some(&content), "stop"))], |c| {
+            c.image_transport = transport.clone();
+        })
+        .await;
+        assert!(result.is_ok(), "{transport:?}: {result:?}");
+        let parts = &received[0].body["messages"][1]["content"];
+        assert_eq!(parts[0]["text"], "Facts: DR grade 2.");
+        assert_eq!(
+            parts[1]["image_url"]["url"],
+            expected.as_str(),
+            "{transport:?}"
+        );
+    }
+}
+
+#[test]
+fn transport_urls_encode_what_a_url_path_cannot_hold() {
+    let record = Record::new(
+        "ds",
+        "left eye/IM#1?.jpg",
+        PathBuf::from("/data/left eye/IM#1?.jpg"),
+    );
+    assert_eq!(
+        ImageTransport::LocalPath.url_for(&record).unwrap(),
+        "file:///data/left%20eye/IM%231%3F.jpg"
+    );
+    assert_eq!(
+        ImageTransport::UrlPrefix("https://h.example/ds/".into())
+            .url_for(&record)
+            .unwrap(),
+        "https://h.example/ds/left%20eye/IM%231%3F.jpg"
+    );
+    assert_eq!(ImageTransport::DataUrl.url_for(&record), None);
+}
+
+#[test]
+fn cache_keys_ignore_key_order_and_follow_the_image_transport() {
+    let base = config("http://127.0.0.1:9/v1");
+    let key = |c: &EndpointConfig| {
+        OpenAiCaptioner::new(c.clone())
+            .unwrap()
+            .cache_key(&request())
+    };
+    let mut reordered = base.clone();
+    reordered.extra_body = serde_json::Map::new();
+    let mut forward = base.clone();
+    forward.extra_body.insert("a".into(), json!(1));
+    forward
+        .extra_body
+        .insert("b".into(), json!({"y": 1, "x": 2}));
+    reordered
+        .extra_body
+        .insert("b".into(), json!({"x": 2, "y": 1}));
+    reordered.extra_body.insert("a".into(), json!(1));
+    assert_eq!(key(&forward), key(&reordered));
+    let mut local = base.clone();
+    local.image_transport = ImageTransport::LocalPath;
+    assert_ne!(key(&base), key(&local));
+    // Text-only requests send no image, so the transport does not matter to them.
+    let (mut text, mut text_local) = (base.clone(), local.clone());
+    text.vision = false;
+    text_local.vision = false;
+    assert_eq!(key(&text), key(&text_local));
+}
+
+#[tokio::test]
 async fn text_only_models_get_no_image_and_no_key_when_unset() {
     let content = answer_json();
     let (result, received) = run(vec![ok(completion(Some(&content), "stop"))], |c| {
