@@ -87,6 +87,14 @@ pub struct CaptionerSection {
     pub api_key_env: String,
     /// Whether the endpoint sees images; false sends the facts only.
     pub vision: bool,
+    /// How images reach a vision endpoint: "data_url" (the prepared image inline, the default),
+    /// "local_path" (`file://` and the source photograph's path, for a server beside the data,
+    /// e.g. vLLM with `--allowed-local-media-path`) or "url" (`image_url_prefix` and the path
+    /// relative to the dataset root, for a server that fetches the photographs over http(s)).
+    pub image_transport: String,
+    /// Where `image_transport = "url"` finds the photographs: a URL prefix such as
+    /// `https://data.example/eyepacs`.
+    pub image_url_prefix: String,
     /// How the answer's shape is asked for: "json_schema" (strict, the default), "json_object"
     /// or "none" for endpoints that refuse json_schema (the schema then goes in the prompt).
     pub response_format: String,
@@ -118,6 +126,30 @@ pub struct CaptionerSection {
     pub extra_body: serde_json::Map<String, serde_json::Value>,
 }
 
+impl CaptionerSection {
+    /// `image_transport` and `image_url_prefix` as the client's setting.
+    pub fn image_transport(&self) -> Result<retina_captioner::ImageTransport, String> {
+        use retina_captioner::ImageTransport;
+        match self.image_transport.trim() {
+            "data_url" => Ok(ImageTransport::DataUrl),
+            "local_path" => Ok(ImageTransport::LocalPath),
+            "url" => {
+                let prefix = self.image_url_prefix.trim();
+                if prefix.starts_with("http://") || prefix.starts_with("https://") {
+                    Ok(ImageTransport::UrlPrefix(prefix.to_string()))
+                } else {
+                    Err(format!(
+                        "captioner.image_url_prefix must be an http(s) URL when image_transport = \"url\", not {prefix:?}"
+                    ))
+                }
+            }
+            other => Err(format!(
+                "captioner.image_transport must be \"data_url\", \"local_path\" or \"url\", not {other:?}"
+            )),
+        }
+    }
+}
+
 impl Default for CaptionerSection {
     fn default() -> Self {
         CaptionerSection {
@@ -126,6 +158,8 @@ impl Default for CaptionerSection {
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
             vision: true,
+            image_transport: "data_url".into(),
+            image_url_prefix: String::new(),
             response_format: "json_schema".into(),
             concurrency: 256,
             initial_concurrency: 16,
@@ -270,6 +304,9 @@ impl BuildConfig {
         if self.captioner.rate_limit_window_secs == 0 {
             bail!("captioner.rate_limit_window_secs must be at least 1");
         }
+        if let Err(reason) = self.captioner.image_transport() {
+            bail!("{reason}");
+        }
         if let Err(reason) = self
             .captioner
             .response_format
@@ -337,6 +374,38 @@ mod tests {
         assert_eq!(config.image.size, 512);
         assert_eq!(config.image.jpeg_quality, 90);
         assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn image_transport_is_checked_and_names_the_key() {
+        use retina_captioner::ImageTransport;
+        let parse = |text: &str| toml::from_str::<BuildConfig>(text).unwrap();
+        let config = parse("[captioner]\nimage_transport = \"local_path\"\n");
+        assert!(config.check().is_ok());
+        assert_eq!(
+            config.captioner.image_transport(),
+            Ok(ImageTransport::LocalPath)
+        );
+        let config = parse(
+            "[captioner]\nimage_transport = \"url\"\nimage_url_prefix = \"https://d.example/ds\"\n",
+        );
+        assert_eq!(
+            config.captioner.image_transport(),
+            Ok(ImageTransport::UrlPrefix("https://d.example/ds".into()))
+        );
+        let err = parse("[captioner]\nimage_transport = \"url\"\n")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("captioner.image_url_prefix"), "{err}");
+        let err = parse("[captioner]\nimage_transport = \"ftp\"\n")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("captioner.image_transport") && err.contains("ftp"),
+            "{err}"
+        );
     }
 
     #[test]

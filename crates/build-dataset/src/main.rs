@@ -235,6 +235,7 @@ pub(crate) fn endpoint_config(
         model: section.model.clone(),
         api_key,
         vision: section.vision,
+        image_transport: section.image_transport().map_err(|e| anyhow::anyhow!(e))?,
         schema: schema.value().clone(),
         json_schema_strict: true,
         response_format: section
