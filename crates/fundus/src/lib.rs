@@ -431,9 +431,9 @@ pub(crate) fn locate_field(rgb: &image::RgbImage) -> Result<Field, PrepareError>
 /// A `w0 x h0` copy of the RGB8 image `rgb` (`ow x oh`, at least as large in each direction):
 /// each output pixel is the rounded mean of a 2x2 grid of source pixels spread over its cell
 /// (at the quarter and three-quarter points of each side), or of the whole cell where it is
-/// narrower than 2. Reads about 4 source pixels per output pixel instead of the whole cell,
-/// which is ample for the field search (it smooths with a 3x3 box after). Missing source bytes
-/// (a short buffer) read as black.
+/// narrower than 2. Reads 4 source pixels per output pixel instead of the whole cell, which is
+/// ample for the field search (it smooths with a 3x3 box after). A buffer shorter than
+/// `ow x oh` RGB gives a black copy.
 fn sampled_box_copy(rgb: &[u8], ow: usize, oh: usize, w0: usize, h0: usize) -> Vec<u8> {
     // Sample positions along one axis for output index i: up to 2 points in [a, b).
     let taps = |i: usize, n: usize, n0: usize| -> ([usize; 2], usize) {
@@ -446,27 +446,35 @@ fn sampled_box_copy(rgb: &[u8], ow: usize, oh: usize, w0: usize, h0: usize) -> V
             ([a, a], 1)
         }
     };
-    let cols: Vec<([usize; 2], usize)> = (0..w0).map(|i| taps(i, ow, w0)).collect();
-    let mut out = vec![0u8; w0 * h0 * 3];
     let stride = ow * 3;
-    for (j, dst) in out.chunks_exact_mut((w0 * 3).max(1)).enumerate() {
+    let mut out = vec![0u8; w0 * h0 * 3];
+    if rgb.len() < stride * oh || w0 == 0 || w0 > ow || h0 > oh {
+        return out;
+    }
+    // Byte offsets of each output column's samples (both the same when the cell is 1 wide).
+    let cols: Vec<(usize, usize)> = (0..w0)
+        .map(|i| {
+            let (xs, n) = taps(i, ow, w0);
+            (3 * xs[0], 3 * xs[n - 1])
+        })
+        .collect();
+    let mut acc = vec![0u16; w0 * 3];
+    for (j, dst) in out.chunks_exact_mut(w0 * 3).enumerate() {
         let (ys, ny) = taps(j, oh, h0);
-        let rows: [&[u8]; 2] = ys.map(|y| rgb.get(y * stride..(y + 1) * stride).unwrap_or(&[]));
-        for (px, (xs, nx)) in dst.chunks_exact_mut(3).zip(&cols) {
-            let mut acc = [0u32; 3];
-            for row in &rows[..ny] {
-                for x in &xs[..*nx] {
-                    if let Some(p) = row.get(3 * x..3 * x + 3) {
-                        for (a, v) in acc.iter_mut().zip(p) {
-                            *a += u32::from(*v);
-                        }
-                    }
+        acc.fill(0);
+        for y in &ys[..ny] {
+            let row = &rgb[y * stride..(y + 1) * stride];
+            for (a, &(o0, o1)) in acc.chunks_exact_mut(3).zip(&cols) {
+                let (p, q) = (&row[o0..o0 + 3], &row[o1..o1 + 3]);
+                for c in 0..3 {
+                    a[c] += u16::from(p[c]) + u16::from(q[c]);
                 }
             }
-            let n = (ny * nx) as u32;
-            for (o, a) in px.iter_mut().zip(acc) {
-                *o = ((a + n / 2) / n) as u8;
-            }
+        }
+        // Each sum holds 2 * ny samples (a 1-wide cell counts its one column twice).
+        let n = 2 * ny as u16;
+        for (o, a) in dst.iter_mut().zip(&acc) {
+            *o = ((a + n / 2) / n) as u8;
         }
     }
     out

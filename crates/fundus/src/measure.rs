@@ -237,49 +237,79 @@ pub(crate) fn grade(
 /// Variance of the 4-neighbour Laplacian of the green channel (0-255 scale) inside 0.9 r.
 ///
 /// Integer arithmetic (the Laplacian of 8-bit values and its square sum fit `i64` exactly), one
-/// run per row, on the green bytes read in place: the same value as summing in `f64`.
+/// run per row: the same value as summing in `f64`. The green bytes of the circle's column span
+/// are gathered once per row into three rotating contiguous rows, so the Laplacian runs on plain
+/// arrays (vectorised) and each row is read once.
 fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
     if w < 3 || h < 3 || rgb.len() < w * h * 3 {
         return 0.0;
     }
     let (x0, y0, x1, y1) = g.valid;
     let r2 = (g.r * 0.9).powi(2);
-    let (mut n, mut sum, mut sum2) = (0i64, 0i64, 0i64);
-    let stride = 3 * w;
-    let (mut up, mut mid, mut down) = (Vec::new(), Vec::new(), Vec::new());
-    for y in (y0 + 1).max(1)..y1.min(h - 1).saturating_sub(1) {
+    // Columns any row's run can touch (with its two neighbours), gathered for every row.
+    let span = |y: usize| -> Option<(usize, usize)> {
         let dy2 = (y as f32 - g.cy).powi(2);
         if dy2 > r2 {
-            continue;
+            return None;
         }
         let half = (r2 - dy2).sqrt();
         let xa = ((g.cx - half).ceil().max(0.0) as usize).max(x0 + 1).max(1);
         let xb = ((g.cx + half).floor().max(0.0) as usize + 1)
             .min(x1.saturating_sub(1))
             .min(w - 1);
-        if xb <= xa {
+        (xb > xa).then_some((xa, xb))
+    };
+    let ys = (y0 + 1).max(1)..y1.min(h - 1).saturating_sub(1);
+    let Some((ga, gb)) = ys
+        .clone()
+        .filter_map(span)
+        .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    else {
+        return 0.0;
+    };
+    // Gathered columns: ga-1 ..= gb (gb <= w - 1).
+    let (ga, gb) = (ga - 1, gb + 1);
+    let stride = 3 * w;
+    let gather = |yy: usize, out: &mut Vec<i16>| {
+        out.clear();
+        let row = &rgb[yy * stride + 3 * ga..yy * stride + 3 * gb];
+        out.extend(row.chunks_exact(3).map(|p| i16::from(p[1])));
+    };
+    let (mut up, mut mid, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n, mut sum, mut sum2) = (0i64, 0i64, 0i64);
+    // Row index held in `mid` (rows mid-1 and mid+1 are in `up` and `down`), if any.
+    let mut held: Option<usize> = None;
+    for y in ys {
+        let Some((xa, xb)) = span(y) else {
             continue;
-        }
-        // Green of rows y-1, y, y+1 from column xa-1 to xb (inclusive), gathered into
-        // contiguous rows so the Laplacian below runs on plain arrays (vectorised).
-        let gather = |yy: usize, out: &mut Vec<i16>| {
-            out.clear();
-            let row = &rgb[yy * stride + 3 * (xa - 1)..yy * stride + 3 * (xb + 1)];
-            out.extend(row.chunks_exact(3).map(|p| i16::from(p[1])));
         };
-        gather(y - 1, &mut up);
-        gather(y, &mut mid);
-        gather(y + 1, &mut down);
-        let k = xb - xa;
-        let (left, centre, right) = (&mid[..k], &mid[1..=k], &mid[2..k + 2]);
-        let (above, below) = (&up[1..=k], &down[1..=k]);
+        match held {
+            Some(p) if p + 1 == y => {
+                std::mem::swap(&mut up, &mut mid);
+                std::mem::swap(&mut mid, &mut down);
+                gather(y + 1, &mut down);
+            }
+            _ => {
+                gather(y - 1, &mut up);
+                gather(y, &mut mid);
+                gather(y + 1, &mut down);
+            }
+        }
+        held = Some(y);
+        let (k, o) = (xb - xa, xa - ga);
+        let (left, centre, right) = (
+            &mid[o - 1..o - 1 + k],
+            &mid[o..o + k],
+            &mid[o + 1..o + 1 + k],
+        );
+        let (above, below) = (&up[o..o + k], &down[o..o + k]);
         let (mut rs, mut rs2) = (0i64, 0i64);
         for ((((c, l), r), u), d) in centre.iter().zip(left).zip(right).zip(above).zip(below) {
             let lap = i32::from(4 * c - l - r - u - d);
             rs += i64::from(lap);
             rs2 += i64::from(lap * lap);
         }
-        n += (xb - xa) as i64;
+        n += k as i64;
         sum += rs;
         sum2 += rs2;
     }
@@ -845,6 +875,56 @@ mod tests {
             QualityGrade::Usable
         );
         assert_eq!(grade(0.35, 0.1, 0.0, 0.9), QualityGrade::Reject);
+    }
+
+    /// The per-pixel reference: Laplacian variance in `f64` over pixels within 0.9 r, inside
+    /// the valid area and one pixel from its edges and the frame's.
+    fn naive_laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
+        let (x0, y0, x1, y1) = g.valid;
+        let r2 = (g.r * 0.9).powi(2);
+        let gr = |x: usize, y: usize| f64::from(rgb[(y * w + x) * 3 + 1]);
+        let (mut n, mut s, mut s2) = (0.0, 0.0, 0.0);
+        for y in (y0 + 1).max(1)..y1.min(h - 1).saturating_sub(1) {
+            for x in (x0 + 1).max(1)..x1.saturating_sub(1).min(w - 1) {
+                if (x as f32 - g.cx).powi(2) + (y as f32 - g.cy).powi(2) > r2 {
+                    continue;
+                }
+                let lap =
+                    4.0 * gr(x, y) - gr(x - 1, y) - gr(x + 1, y) - gr(x, y - 1) - gr(x, y + 1);
+                n += 1.0;
+                s += lap;
+                s2 += lap * lap;
+            }
+        }
+        if n < 1.0 {
+            return 0.0;
+        }
+        let m = s / n;
+        (s2 / n - m * m).max(0.0) as f32
+    }
+
+    #[test]
+    fn laplacian_variance_matches_per_pixel_reference() {
+        let (w, h) = (57, 41);
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i * 7919 + i / 5) % 253) as u8)
+            .collect();
+        for (cx, cy, r, valid) in [
+            (28.0, 20.0, 18.0, (0, 0, w, h)),
+            (28.0, 20.0, 30.0, (3, 5, 50, 38)),
+            (10.0, 35.0, 12.0, (0, 0, w, h)),
+            (28.0, 20.0, 0.5, (0, 0, w, h)),
+        ] {
+            let g = Geometry { cx, cy, r, valid };
+            let (got, want) = (
+                laplacian_variance(&rgb, w, h, &g),
+                naive_laplacian_variance(&rgb, w, h, &g),
+            );
+            assert!(
+                (got - want).abs() <= 1e-3 * want.max(1.0),
+                "{got} vs {want}"
+            );
+        }
     }
 
     #[test]
