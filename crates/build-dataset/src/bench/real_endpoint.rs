@@ -3,7 +3,7 @@
 //!
 //! Each [`Topology`] is a set of `llama-server` processes of the benchmark's own (the binary and
 //! model that `scripts/real-endpoint.sh build` caches; a server the tests may have running is
-//! left alone): one server with 1, 2 or 4 slots sharing both cores, and two single-slot replicas
+//! left alone): one server with 1 or 4 slots sharing both cores, and two single-slot replicas
 //! with one thread each (the way to scale llama.cpp on a CPU: slots that do not share cores).
 //! Over the same items with the same prompts at temperature 0 and a fixed seed it measures:
 //!
@@ -50,19 +50,13 @@ impl Topology {
     }
 }
 
-/// One server sharing both cores among 1, 2 and 4 slots; then two one-slot replicas, one thread
-/// (one core) each.
-const TOPOLOGIES: [Topology; 4] = [
+/// One server sharing both cores between 1 and then 4 slots; then two one-slot replicas, one
+/// thread (one core) each.
+const TOPOLOGIES: [Topology; 3] = [
     Topology {
         name: "1slot",
         servers: 1,
         slots_per_server: 1,
-        threads_per_server: 2,
-    },
-    Topology {
-        name: "2slot",
-        servers: 1,
-        slots_per_server: 2,
         threads_per_server: 2,
     },
     Topology {
@@ -79,7 +73,7 @@ const TOPOLOGIES: [Topology; 4] = [
     },
 ];
 /// Items per slot in each measured phase: enough that start-up and the last stragglers matter little.
-const ITEMS_PER_SLOT: usize = 8;
+const ITEMS_PER_SLOT: usize = 6;
 
 /// A llama-server of the benchmark's own, killed on drop.
 struct OwnServer {
