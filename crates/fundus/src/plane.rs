@@ -170,125 +170,147 @@ impl Plane {
     }
 
     fn morph(&self, r: usize, is_max: bool) -> Plane {
-        let mut scratch = VanHerk::default();
-        let rows = morph_rows(&self.data, self.w, r, is_max, &mut scratch);
+        let data = if is_max {
+            morph2d::<true>(&self.data, self.w, r)
+        } else {
+            morph2d::<false>(&self.data, self.w, r)
+        };
         Plane {
             w: self.w,
             h: self.h,
-            data: morph_cols(&rows, self.w, r, is_max),
+            data,
         }
     }
 }
 
-/// The running max/min down the columns, done a whole row at a time (the same van Herk blocks,
-/// with rows in place of samples) so memory is read in order.
-fn morph_cols(data: &[f32], w: usize, r: usize, is_max: bool) -> Vec<f32> {
-    let w = w.max(1);
-    let h = data.len() / w;
-    let k = 2 * r + 1;
-    let neutral = if is_max {
+/// `max` (`MAX`) or `min` of two samples, as one SIMD instruction (the planes hold no NaN).
+#[inline(always)]
+fn pick<const MAX: bool>(a: f32, b: f32) -> f32 {
+    if MAX {
+        if a > b { a } else { b }
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The value that never wins a [`pick`].
+fn neutral<const MAX: bool>() -> f32 {
+    if MAX {
         f32::NEG_INFINITY
     } else {
         f32::INFINITY
+    }
+}
+
+/// Separable running max/min over a `(2r+1)` square, the window clipped at the borders: along
+/// the rows, then down the columns.
+fn morph2d<const MAX: bool>(data: &[f32], w: usize, r: usize) -> Vec<f32> {
+    if w == 0 || data.is_empty() || r == 0 {
+        return data.to_vec();
+    }
+    let rows = morph_rows::<MAX>(data, w, r);
+    morph_cols::<MAX>(&rows, w, r)
+}
+
+/// Running max/min along every row of a row-major buffer with rows of `w`, by doubling: with
+/// `P` the largest power of two not above `k = 2r+1`, the extremes of runs of 2, 4, ..., `P`
+/// samples come from `log2 P` passes of pairwise picks, and each window of `k` is the pick of
+/// two overlapping runs of `P`. Every pass is a plain elementwise loop over the row (SIMD).
+fn morph_rows<const MAX: bool>(data: &[f32], w: usize, r: usize) -> Vec<f32> {
+    let k = 2 * r + 1;
+    let p = 1usize << (usize::BITS - 1 - k.leading_zeros());
+    let len = w + 2 * r;
+    let mut out = Vec::with_capacity(data.len());
+    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    for line in data.chunks_exact(w) {
+        // Padded by r neutral values on each side; padded index x starts the window of output x.
+        a.clear();
+        a.resize(r, neutral::<MAX>());
+        a.extend_from_slice(line);
+        a.resize(len, neutral::<MAX>());
+        let (mut s, mut valid) = (1usize, len);
+        while 2 * s <= p {
+            b.clear();
+            b.extend(
+                a[..valid - s]
+                    .iter()
+                    .zip(&a[s..valid])
+                    .map(|(x, y)| pick::<MAX>(*x, *y)),
+            );
+            std::mem::swap(&mut a, &mut b);
+            valid -= s;
+            s *= 2;
+        }
+        // a[i] = extreme of padded [i, i + p); the window [x, x + k) is two such runs.
+        out.extend(
+            a[..w]
+                .iter()
+                .zip(&a[k - p..k - p + w])
+                .map(|(x, y)| pick::<MAX>(*x, *y)),
+        );
+    }
+    out
+}
+
+/// The running max/min down the columns, a whole row at a time so memory is read in order:
+/// van Herk / Gil-Werman blocks of `k = 2r+1` rows over the rows padded by `r` neutral rows at
+/// each end. A forward pass stores the prefix extremes of each block; a backward pass keeps the
+/// suffix extreme in one running row and combines it with the stored prefix `k - 1` rows on.
+fn morph_cols<const MAX: bool>(data: &[f32], w: usize, r: usize) -> Vec<f32> {
+    let h = data.len() / w;
+    let k = 2 * r + 1;
+    let padded = h + 2 * r;
+    let row = |p: usize| -> Option<&[f32]> {
+        p.checked_sub(r)
+            .filter(|i| *i < h)
+            .and_then(|i| data.get(i * w..(i + 1) * w))
     };
-    let pick = |a: f32, b: f32| if is_max { a.max(b) } else { a.min(b) };
-    let mut g = vec![neutral; r * w];
-    g.extend_from_slice(data);
-    g.resize((h + 2 * r) * w, neutral);
-    let mut hh = g.clone();
-    for block in g.chunks_mut(k * w) {
-        let mut rows = block.chunks_exact_mut(w);
-        if let Some(mut prev) = rows.next() {
-            for cur in rows {
-                for (c, p) in cur.iter_mut().zip(prev.iter()) {
-                    *c = pick(*c, *p);
+    // Prefix extremes; padded rows before r are neutral and need no storage.
+    let mut g = vec![neutral::<MAX>(); padded * w];
+    for p in r..padded {
+        let (done, rest) = g.split_at_mut(p * w);
+        let cur = &mut rest[..w];
+        match (row(p), p % k == 0) {
+            (Some(src), true) => cur.copy_from_slice(src),
+            (Some(src), false) => {
+                let prev = &done[(p - 1) * w..];
+                for ((c, s), q) in cur.iter_mut().zip(src).zip(prev) {
+                    *c = pick::<MAX>(*s, *q);
                 }
-                prev = cur;
+            }
+            (None, true) => {}
+            (None, false) => {
+                let prev = &done[(p - 1) * w..];
+                cur.copy_from_slice(&prev[..w]);
             }
         }
     }
-    for block in hh.chunks_mut(k * w) {
-        let mut rows = block.chunks_exact_mut(w).rev();
-        if let Some(mut next) = rows.next() {
-            for cur in rows {
-                for (c, n) in cur.iter_mut().zip(next.iter()) {
-                    *c = pick(*c, *n);
+    let mut out = vec![0.0f32; h * w];
+    let mut acc = vec![neutral::<MAX>(); w];
+    // Only padded rows below h are outputs; start at the end of the block holding row h - 1.
+    let last = (h - 1) / k * k + k - 1;
+    for p in (0..=last.min(padded - 1)).rev() {
+        let block_end = p % k == k - 1 || p == padded - 1;
+        match (row(p), block_end) {
+            (Some(src), true) => acc.copy_from_slice(src),
+            (Some(src), false) => {
+                for (a, s) in acc.iter_mut().zip(src) {
+                    *a = pick::<MAX>(*a, *s);
                 }
-                next = cur;
+            }
+            (None, true) => acc.fill(neutral::<MAX>()),
+            (None, false) => {}
+        }
+        if p < h {
+            let gp = &g[(p + k - 1) * w..(p + k) * w];
+            for ((o, a), q) in out[p * w..(p + 1) * w].iter_mut().zip(&acc).zip(gp) {
+                *o = pick::<MAX>(*a, *q);
             }
         }
-    }
-    let mut out = Vec::with_capacity(h * w);
-    for (a, b) in hh
-        .chunks_exact(w)
-        .zip(g.chunks_exact(w).skip(k - 1))
-        .take(h)
-    {
-        out.extend(a.iter().zip(b).map(|(x, y)| pick(*x, *y)));
     }
     out
-}
-
-/// Applies the running max/min to every row of a row-major buffer with rows of `w`.
-fn morph_rows(data: &[f32], w: usize, r: usize, is_max: bool, scratch: &mut VanHerk) -> Vec<f32> {
-    let mut out = vec![0.0f32; data.len()];
-    for (src, dst) in data
-        .chunks_exact(w.max(1))
-        .zip(out.chunks_exact_mut(w.max(1)))
-    {
-        scratch.run(src, r, is_max, dst);
-    }
-    out
-}
-
-/// Scratch buffers of the van Herk / Gil-Werman running max/min, reused across lines.
-#[derive(Default)]
-struct VanHerk {
-    g: Vec<f32>,
-    h: Vec<f32>,
-}
-
-impl VanHerk {
-    /// Running max/min over windows of `2r+1` in O(1) per sample, with the window clipped at
-    /// the ends of the line; writes `line.len()` values into `out`.
-    fn run(&mut self, line: &[f32], r: usize, is_max: bool, out: &mut [f32]) {
-        let n = line.len();
-        let k = 2 * r + 1;
-        let neutral = if is_max {
-            f32::NEG_INFINITY
-        } else {
-            f32::INFINITY
-        };
-        let pick = |a: f32, b: f32| if is_max { a.max(b) } else { a.min(b) };
-        // Padded by r neutral values on each side so every window [i, i + k) lies inside;
-        // padding never wins.
-        let len = n + 2 * r;
-        self.g.clear();
-        self.g.resize(r, neutral);
-        self.g.extend_from_slice(line);
-        self.g.resize(len, neutral);
-        self.h.clear();
-        self.h.extend_from_slice(&self.g);
-        // g: prefix extreme within each block of k; h: suffix extreme within each block.
-        for block in self.g.chunks_mut(k) {
-            let mut acc = neutral;
-            for v in block.iter_mut() {
-                acc = pick(acc, *v);
-                *v = acc;
-            }
-        }
-        for block in self.h.chunks_mut(k) {
-            let mut acc = neutral;
-            for v in block.iter_mut().rev() {
-                acc = pick(acc, *v);
-                *v = acc;
-            }
-        }
-        let tail = self.g.get(k - 1..).unwrap_or(&[]);
-        for ((o, a), b) in out.iter_mut().zip(&self.h).zip(tail) {
-            *o = pick(*a, *b);
-        }
-    }
 }
 
 /// Summed-area table of a plane, for box sums in O(1).
@@ -565,10 +587,33 @@ mod tests {
         }
 
         #[test]
-        fn van_herk_matches_naive(line in proptest::collection::vec(0.0f32..255.0, 0..60), r in 0usize..8, is_max: bool) {
-            let mut out = vec![0.0; line.len()];
-            VanHerk::default().run(&line, r, is_max, &mut out);
+        fn running_extreme_matches_naive(line in proptest::collection::vec(0.0f32..255.0, 0..60), r in 0usize..8, is_max: bool) {
+            let out = if is_max {
+                morph_rows::<true>(&line, line.len().max(1), r)
+            } else {
+                morph_rows::<false>(&line, line.len().max(1), r)
+            };
             prop_assert_eq!(out, naive(&line, r, is_max));
+        }
+
+        #[test]
+        fn morphology_matches_naive_2d(w in 1usize..20, h in 1usize..20, r in 0usize..12, seed in 0u32..1000) {
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * 0.5).collect();
+            let p = Plane { w, h, data };
+            let (d, e) = (p.dilate(r), p.erode(r));
+            for y in 0..h {
+                for x in 0..w {
+                    let (mut mx, mut mn) = (f32::NEG_INFINITY, f32::INFINITY);
+                    for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                        for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                            mx = mx.max(p.get(xx, yy));
+                            mn = mn.min(p.get(xx, yy));
+                        }
+                    }
+                    prop_assert_eq!(d.get(x, y), mx);
+                    prop_assert_eq!(e.get(x, y), mn);
+                }
+            }
         }
 
         #[test]
