@@ -174,9 +174,10 @@ fn config(urls: &[String], concurrency: usize) -> BuildConfig {
     // client-only phases do not make.
     config.prompt.repair_attempts = 0;
     let c = &mut config.captioner;
-    if let [url] = urls {
-        c.endpoint = format!("{url}/v1");
-    } else {
+    // The first server is the endpoint; with more, all of them are `captioner.endpoints` (which
+    // must include the endpoint, as the configuration layers arrange for a user's file).
+    c.endpoint = format!("{}/v1", urls.first().map_or("", String::as_str));
+    if urls.len() > 1 {
         c.endpoints = urls
             .iter()
             .map(|url| crate::config::ReplicaEntry {
@@ -243,6 +244,13 @@ fn client_only(
             .collect(),
     );
     let seconds = started.elapsed().as_secs_f64();
+    // A failed request would count as an instant answer.
+    if let Some(Err(err)) = replies.iter().find(|r| r.is_err()) {
+        bail!("a request to the benchmark's llama-server failed: {err}");
+    }
+    if stages.captioner.info().endpoint.starts_with("offline:") {
+        bail!("the benchmark's configuration fell back to the offline captioner");
+    }
     let tokens = replies
         .iter()
         .flatten()
