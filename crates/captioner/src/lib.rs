@@ -23,8 +23,8 @@ pub use cache::ResponseCache;
 pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Signal};
 pub use offline::OfflineCaptioner;
 pub use openai::{
-    EndpointConfig, ImageTransport, OpenAiCaptioner, ResponseFormat, chat_request_body, error_body_message,
-    error_chain, parse_chat_completion, system_with_schema,
+    EndpointConfig, ImageTransport, OpenAiCaptioner, ResponseFormat, chat_request_body,
+    error_body_message, error_chain, parse_chat_completion, system_with_schema,
 };
 pub use pricing::{DEFAULT_BATCH_FACTOR, Price, PriceTable, Spend};
 pub use ratelimit::{RateGate, RateLimitConfig, RateLimitState, parse_reset};
