@@ -226,7 +226,8 @@ fn compile_schema(value: &Value, origin: &str) -> Result<jsonschema::Validator, 
 
 /// Writes `value` as JSON with object keys sorted at every level and no whitespace.
 /// Done by hand because serde_json's map order depends on a feature another crate may enable.
-fn canonical_json(value: &Value, out: &mut String) {
+/// The response cache's keys are hashed from this form too.
+pub fn canonical_json(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
