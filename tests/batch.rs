@@ -71,6 +71,14 @@ impl Case {
         command.args(extra).output().unwrap()
     }
 
+    /// Writes batch output `lines` to `name` in the dataset folder and collects them (offline).
+    fn collect_from_file(&self, name: &str, lines: &str) -> std::path::PathBuf {
+        let file = self.out.join(name);
+        std::fs::write(&file, lines).unwrap();
+        self.ok("collect", &["--from-file", file.to_str().unwrap()], true);
+        file
+    }
+
     fn ok(&self, sub: &str, extra: &[&str], offline: bool) -> Output {
         let output = self.batch(sub, extra, offline);
         assert!(output.status.success(), "batch {sub}: {}", text(&output));
@@ -274,13 +282,7 @@ fn a_vllm_run_batch_output_file_is_ingested() {
         };
         output.push_str(&format!("{row}\n"));
     }
-    let out_file = case.out.join("vllm-out.jsonl");
-    std::fs::write(&out_file, output).unwrap();
-    case.ok(
-        "collect",
-        &["--from-file", out_file.to_str().unwrap()],
-        true,
-    );
+    case.collect_from_file("vllm-out.jsonl", &output);
     assert_eq!(case.counts(), (ITEMS as u64 - 1, 0, 1));
     case.verify();
     let card: Value =
@@ -355,13 +357,7 @@ fn batch_answers_are_priced_at_the_batch_rate_in_the_spend_ledger_once() {
         };
         output.push_str(&format!("{row}\n"));
     }
-    let out_file = case.out.join("batch-out.jsonl");
-    std::fs::write(&out_file, output).unwrap();
-    case.ok(
-        "collect",
-        &["--from-file", out_file.to_str().unwrap()],
-        true,
-    );
+    let out_file = case.collect_from_file("batch-out.jsonl", &output);
     let answered = ITEMS as u64 - 1;
     assert_eq!(case.counts(), (answered, 0, 1));
     let expected_usd = answered as f64 * 1000.0 * 100.0 / 1e6 * 0.5;
