@@ -104,18 +104,8 @@ impl ImageTransport {
             ImageTransport::LocalPath => {
                 let path = std::path::absolute(&record.image_path)
                     .unwrap_or_else(|_| record.image_path.clone());
-                let text = path.to_string_lossy();
-                // Percent-encode what a URL path cannot hold as is (spaces, '#', '?', '%').
                 let mut url = String::from("file://");
-                for c in text.chars() {
-                    match c {
-                        ' ' => url.push_str("%20"),
-                        '#' => url.push_str("%23"),
-                        '?' => url.push_str("%3F"),
-                        '%' => url.push_str("%25"),
-                        c => url.push(c),
-                    }
-                }
+                push_url_path(&mut url, &path.to_string_lossy());
                 Some(url)
             }
             ImageTransport::UrlPrefix(prefix) => {
@@ -124,14 +114,7 @@ impl ImageTransport {
                 if !url.ends_with('/') {
                     url.push('/');
                 }
-                for c in relative.chars() {
-                    match c {
-                        ' ' => url.push_str("%20"),
-                        '#' => url.push_str("%23"),
-                        '?' => url.push_str("%3F"),
-                        c => url.push(c),
-                    }
-                }
+                push_url_path(&mut url, relative);
                 Some(url)
             }
         }
@@ -143,6 +126,19 @@ impl ImageTransport {
             ImageTransport::DataUrl => "data_url",
             ImageTransport::LocalPath => "local_path",
             ImageTransport::UrlPrefix(_) => "url",
+        }
+    }
+}
+
+/// Appends a file path to a URL, percent-encoding what a URL path cannot hold as is.
+fn push_url_path(url: &mut String, path: &str) {
+    for c in path.chars() {
+        match c {
+            ' ' => url.push_str("%20"),
+            '#' => url.push_str("%23"),
+            '?' => url.push_str("%3F"),
+            '%' => url.push_str("%25"),
+            c => url.push(c),
         }
     }
 }

@@ -282,18 +282,18 @@ async fn local_path_and_url_transports_send_the_photographs_address_not_its_byte
 fn transport_urls_encode_what_a_url_path_cannot_hold() {
     let record = Record::new(
         "ds",
-        "left eye/IM#1?.jpg",
-        PathBuf::from("/data/left eye/IM#1?.jpg"),
+        "left eye/IM#1?%.jpg",
+        PathBuf::from("/data/left eye/IM#1?%.jpg"),
     );
     assert_eq!(
         ImageTransport::LocalPath.url_for(&record).unwrap(),
-        "file:///data/left%20eye/IM%231%3F.jpg"
+        "file:///data/left%20eye/IM%231%3F%25.jpg"
     );
     assert_eq!(
         ImageTransport::UrlPrefix("https://h.example/ds/".into())
             .url_for(&record)
             .unwrap(),
-        "https://h.example/ds/left%20eye/IM%231%3F.jpg"
+        "https://h.example/ds/left%20eye/IM%231%3F%25.jpg"
     );
     assert_eq!(ImageTransport::DataUrl.url_for(&record), None);
 }
