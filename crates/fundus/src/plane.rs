@@ -57,79 +57,88 @@ impl Plane {
     /// (so the black outside the field does not darken the field's edge). Pixels with no masked
     /// neighbour get `fallback`.
     pub fn masked_box_mean(&self, mask: &[bool], r: usize, fallback: f32) -> Plane {
-        let (w, h) = (self.w, self.h);
-        if w == 0 || h == 0 {
-            return Plane::filled(w, h, fallback);
-        }
-        // Separable: windowed sums along each row (from a row prefix sum), then a running sum
-        // of those rows down the columns, in row order so memory is read in sequence. f64 keeps
-        // the add-then-subtract running sums exact enough.
-        let mut row_sum = vec![0.0f64; w * h];
-        let mut row_cnt = vec![0.0f64; w * h];
-        let mut prefix = vec![0.0f64; w + 1];
-        let mut prefix_n = vec![0.0f64; w + 1];
-        for (y, (vals, ms)) in self.data.chunks_exact(w).zip(mask.chunks(w)).enumerate() {
-            // Running totals kept in registers: reading back the stored prefix would chain
-            // every addition through a store-to-load round trip.
-            let (mut acc, mut acc_n) = (0.0f64, 0.0f64);
-            for x in 0..w {
-                let on = f64::from(u8::from(ms.get(x).copied().unwrap_or(false)));
-                acc += on * f64::from(vals[x]);
-                acc_n += on;
-                prefix[x + 1] = acc;
-                prefix_n[x + 1] = acc_n;
-            }
-            let (out_s, out_n) = (
-                &mut row_sum[y * w..(y + 1) * w],
-                &mut row_cnt[y * w..(y + 1) * w],
-            );
-            for x in 0..w {
-                let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-                out_s[x] = prefix[x1] - prefix[x0];
-                out_n[x] = prefix_n[x1] - prefix_n[x0];
-            }
-        }
-        let mut out = Plane::filled(w, h, fallback);
-        let mut col_s = vec![0.0f64; w];
-        let mut col_n = vec![0.0f64; w];
-        // Window rows [y - r, y + r]: prime with rows 0..r, then add the entering row and drop
-        // the leaving one at each step.
-        for yy in 0..r.min(h) {
-            for x in 0..w {
-                col_s[x] += row_sum[yy * w + x];
-                col_n[x] += row_cnt[yy * w + x];
-            }
-        }
-        for y in 0..h {
-            if y + r < h {
-                let base = (y + r) * w;
-                for x in 0..w {
-                    col_s[x] += row_sum[base + x];
-                    col_n[x] += row_cnt[base + x];
-                }
-            }
-            if y > r {
-                let base = (y - r - 1) * w;
-                for x in 0..w {
-                    col_s[x] -= row_sum[base + x];
-                    col_n[x] -= row_cnt[base + x];
-                }
-            }
-            let row = &mut out.data[y * w..(y + 1) * w];
-            for x in 0..w {
-                // Counts are whole numbers; 0.5 absorbs any rounding of the running sum.
-                if col_n[x] > 0.5 {
-                    row[x] = (col_s[x] / col_n[x]) as f32;
-                }
-            }
-        }
-        out
+        self.box_mean_of(Some(mask), r, fallback)
     }
 
     /// Plain box mean of radius `r` (border pixels average over the part inside the image).
     pub fn box_mean(&self, r: usize) -> Plane {
-        let all = vec![true; self.w * self.h];
-        self.masked_box_mean(&all, r, 0.0)
+        self.box_mean_of(None, r, 0.0)
+    }
+
+    /// Separable box mean: windowed sums along each row (from running totals), then a running
+    /// sum of those rows down the columns, in row order so memory is read in sequence. Only
+    /// the `2r + 2` rows the column window can still need are kept (a ring), not a plane of
+    /// them. Every sum is of at most `(2r+1)²` values of 24-bit precision in f64, so it is
+    /// exact and the result does not depend on the order of the additions. Mask entries past
+    /// the end of a short mask count as unset.
+    fn box_mean_of(&self, mask: Option<&[bool]>, r: usize, fallback: f32) -> Plane {
+        let (w, h) = (self.w, self.h);
+        if w == 0 || h == 0 || self.data.len() < w * h {
+            return Plane::filled(w, h, fallback);
+        }
+        let slots = (2 * r + 2).min(h);
+        let mut ring_s = vec![0.0f64; slots * w];
+        let mut ring_n = vec![0.0f64; slots * w];
+        let mut prefix = vec![0.0f64; w + 1];
+        let mut prefix_n = vec![0.0f64; w + 1];
+        let mut col_s = vec![0.0f64; w];
+        let mut col_n = vec![0.0f64; w];
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h + r {
+            // Row y enters the window of output row y - r ...
+            if y < h {
+                let vals = &self.data[y * w..(y + 1) * w];
+                // Running totals kept in registers: reading back the stored prefix would chain
+                // every addition through a store-to-load round trip.
+                let (mut acc, mut acc_n) = (0.0f64, 0.0f64);
+                match mask {
+                    Some(m) => {
+                        let ms = m.get(y * w..).unwrap_or(&[]);
+                        for x in 0..w {
+                            let on = f64::from(u8::from(ms.get(x).copied().unwrap_or(false)));
+                            acc += on * f64::from(vals[x]);
+                            acc_n += on;
+                            prefix[x + 1] = acc;
+                            prefix_n[x + 1] = acc_n;
+                        }
+                    }
+                    None => {
+                        for x in 0..w {
+                            acc += f64::from(vals[x]);
+                            acc_n += 1.0;
+                            prefix[x + 1] = acc;
+                            prefix_n[x + 1] = acc_n;
+                        }
+                    }
+                }
+                let slot = (y % slots) * w;
+                let (rs, rn) = (&mut ring_s[slot..slot + w], &mut ring_n[slot..slot + w]);
+                for x in 0..w {
+                    let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+                    rs[x] = prefix[x1] - prefix[x0];
+                    rn[x] = prefix_n[x1] - prefix_n[x0];
+                    col_s[x] += rs[x];
+                    col_n[x] += rn[x];
+                }
+            }
+            let Some(out_y) = y.checked_sub(r) else {
+                continue;
+            };
+            data.extend(col_s.iter().zip(&col_n).map(|(s, n)| {
+                // Counts are whole numbers; 0.5 absorbs any rounding of the running sum.
+                if *n > 0.5 { (s / n) as f32 } else { fallback }
+            }));
+            // ... and row out_y - r leaves it after that row. The ring holds 2r + 2 rows, so
+            // that row's slot is still unused by any row that entered since.
+            if let Some(leaving) = out_y.checked_sub(r) {
+                let slot = (leaving % slots) * w;
+                for x in 0..w {
+                    col_s[x] -= ring_s[slot + x];
+                    col_n[x] -= ring_n[slot + x];
+                }
+            }
+        }
+        Plane { w, h, data }
     }
 
     /// [`Plane::box_mean`]'s value at `(x, y)` clamped to the plane (the same value as
@@ -617,8 +626,8 @@ mod tests {
         }
 
         #[test]
-        fn masked_box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..4, seed in 0u32..1000) {
-            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32).collect();
+        fn masked_box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..7, seed in 0u32..1000) {
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * 0.37).collect();
             let mask: Vec<bool> = (0..w * h).map(|i| !(i as u32 * 31 + seed).is_multiple_of(3)).collect();
             let p = Plane { w, h, data };
             let m = p.masked_box_mean(&mask, r, -1.0);
@@ -627,11 +636,12 @@ mod tests {
                     let mut s = 0.0; let mut c = 0.0;
                     for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
                         for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
-                            if mask[yy * w + xx] { s += p.get(xx, yy); c += 1.0; }
+                            if mask[yy * w + xx] { s += f64::from(p.get(xx, yy)); c += 1.0; }
                         }
                     }
-                    let want = if c > 0.0 { s / c } else { -1.0 };
-                    prop_assert!((m.get(x, y) - want).abs() < 1e-3);
+                    // The sums are exact, so the result is too: the same value bit for bit.
+                    let want = if c > 0.0 { (s / c) as f32 } else { -1.0 };
+                    prop_assert_eq!(m.get(x, y).to_bits(), want.to_bits());
                 }
             }
         }
@@ -644,7 +654,7 @@ mod tests {
         }
 
         #[test]
-        fn box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..4, seed in 0u32..1000) {
+        fn box_mean_matches_naive(w in 1usize..12, h in 1usize..12, r in 0usize..7, seed in 0u32..1000) {
             let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32).collect();
             let p = Plane { w, h, data };
             let m = p.box_mean(r);
@@ -653,10 +663,10 @@ mod tests {
                     let mut s = 0.0; let mut c = 0.0;
                     for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
                         for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
-                            s += p.get(xx, yy); c += 1.0;
+                            s += f64::from(p.get(xx, yy)); c += 1.0;
                         }
                     }
-                    prop_assert!((m.get(x, y) - s / c).abs() < 1e-3);
+                    prop_assert_eq!(m.get(x, y).to_bits(), ((s / c) as f32).to_bits());
                 }
             }
         }
