@@ -1,7 +1,6 @@
 //! Runs the full stage and the codec-only path in a loop on a camera-sized (3888x2592) synthetic
-//! JPEG, for a profiler (`perf record`) or a quick timing. With `both`, the two run in
-//! alternating rounds and the ratio codec / stage is printed by wall time and by the thread's
-//! CPU time (Linux), which other load on the machine disturbs far less.
+//! JPEG, for a profiler (`perf record`) or a quick timing. With `both`, the two run as
+//! alternating pairs of calls and the median ratio codec / stage over the pairs is printed.
 //!
 //! Run with `cargo run --release -p retina-fundus --example stage_profile -- [full|codec|both] [N]`.
 
@@ -59,22 +58,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "full" => show("full", time(&full)),
         "codec" => show("codec", time(&codec)),
         _ => {
-            for round in 0..3 {
-                let (f, c) = if round % 2 == 0 {
-                    let f = time(&full);
-                    (f, time(&codec))
+            // Per-call pairs in alternating order: each ratio compares two calls a few tens of
+            // milliseconds apart, so slow drifts in the machine's speed cancel out.
+            // Wall time: the thread's CPU time is counted in scheduler ticks on some kernels,
+            // too coarse for one call.
+            let one = |f: &dyn Fn() -> bool| -> f64 {
+                let t = Instant::now();
+                assert!(f());
+                t.elapsed().as_secs_f64() * 1e3
+            };
+            let (mut fs, mut cs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..n {
+                let (f, c) = if i % 2 == 0 {
+                    let f = one(&full);
+                    (f, one(&codec))
                 } else {
-                    let c = time(&codec);
-                    (time(&full), c)
+                    let c = one(&codec);
+                    (one(&full), c)
                 };
-                show("full", f);
-                show("codec", c);
-                let cpu = match (f.1, c.1) {
-                    (Some(fc), Some(cc)) => format!("{:.2}", cc / fc),
-                    _ => "-".into(),
-                };
-                println!("codec/full: {:.2} wall, {cpu} CPU", c.0 / f.0);
+                fs.push(f);
+                cs.push(c);
+                ratios.push(c / f);
             }
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "full {:.2} ms, codec {:.2} ms (medians, wall); codec/full: median of {n} pairs {:.3}",
+                median(fs),
+                median(cs),
+                median(ratios)
+            );
         }
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! a 3:2 photograph), and fit a circle to the rest by least squares (Kasa), refitting twice
 //! without outliers so a notch or burnt-in text does not pull the circle.
 
-use crate::plane::{Plane, components};
+use crate::plane::components;
 
 /// Minimum run of field pixels that counts as the field edge (working pixels).
 const MIN_RUN: usize = 3;
@@ -39,22 +39,25 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
     if rgb.len() < w * h * 3 {
         return None;
     }
-    let smooth = smoothed_max(rgb, w, h);
-    // Two order statistics from a histogram: every 3x3 mean of 8-bit values is a multiple of
-    // 1/36 (4, 6 or 9 pixels are averaged), so `36 × value` is an exact integer key.
-    let mut hist = vec![0u32; 255 * 36 + 1];
-    for v in &smooth.data {
-        if let Some(c) = hist.get_mut((v * 36.0).round() as usize) {
+    // Every 3x3 mean of 8-bit values is a multiple of 1/36 (4, 6 or 9 pixels are averaged),
+    // so the smoothed image is kept as exact integer keys `36 × mean`, and its value as f32 is
+    // `key / 36` rounded once (the same as `sum / count` rounded once).
+    let smooth = smoothed_max_keys(rgb, w, h);
+    let value = |key: usize| (key as f64 / 36.0) as f32;
+    // Two order statistics from a histogram of the keys.
+    let mut hist = vec![0u32; MAX_KEY + 1];
+    for key in &smooth {
+        if let Some(c) = hist.get_mut(usize::from(*key)) {
             *c += 1;
         }
     }
     let pct = |p: f32| {
-        let i = ((smooth.data.len() as f32 - 1.0) * p).round() as u64;
+        let i = ((smooth.len() as f32 - 1.0) * p).round() as u64;
         let mut seen = 0u64;
         for (key, c) in hist.iter().enumerate() {
             seen += u64::from(*c);
             if seen > i {
-                return (key as f64 / 36.0) as f32;
+                return value(key);
             }
         }
         0.0
@@ -69,7 +72,11 @@ pub(crate) fn find_fov(rgb: &[u8], w: usize, h: usize) -> Option<Circle> {
         return full_frame(w, h);
     }
     let threshold = low + (0.2 * (high - low)).max(8.0);
-    let bright: Vec<bool> = smooth.data.iter().map(|v| *v > threshold).collect();
+    // `value` grows with the key, so `value(key) > threshold` is `key >= first`.
+    let first = (0..=MAX_KEY)
+        .find(|k| value(*k) > threshold)
+        .unwrap_or(MAX_KEY + 1);
+    let bright: Vec<bool> = smooth.iter().map(|k| usize::from(*k) >= first).collect();
     // Keep the largest bright region: burnt-in text and labels in the surround are separate.
     let (comps, labels) = components(&bright, w, h);
     let largest = comps
@@ -179,37 +186,53 @@ pub(crate) fn row_span(cx: f32, cy: f32, r2: f32, y: usize, w: usize) -> (usize,
     (a, b.max(a))
 }
 
-/// `max(R, G, B)` averaged over each pixel's 3x3 neighbourhood (clipped at the frame border),
-/// with integer sums.
-fn smoothed_max(rgb: &[u8], w: usize, h: usize) -> Plane {
+/// Largest key of [`smoothed_max_keys`]: 36 × 255.
+const MAX_KEY: usize = 36 * 255;
+
+/// `36 ×` the mean of `max(R, G, B)` over each pixel's 3x3 neighbourhood (clipped at the frame
+/// border), exact in integers: the 3-sums along the rows, then of three rows, scaled by
+/// `36 / count` (count 4, 6 or 9). Needs `w, h >= 2`.
+fn smoothed_max_keys(rgb: &[u8], w: usize, h: usize) -> Vec<u16> {
     let raw: Vec<u16> = rgb
         .chunks_exact(3)
         .take(w * h)
         .map(|p| u16::from(p[0].max(p[1]).max(p[2])))
         .collect();
-    // Horizontal 3-sums and their pixel counts, then vertical.
+    if w < 2 || h < 2 || raw.len() < w * h {
+        return vec![0; w * h];
+    }
     let mut hsum = vec![0u16; w * h];
     for (src, dst) in raw.chunks_exact(w).zip(hsum.chunks_exact_mut(w)) {
-        for (x, d) in dst.iter_mut().enumerate() {
-            *d = src[x.saturating_sub(1)..(x + 2).min(w)].iter().sum();
+        dst[0] = src[0] + src[1];
+        dst[w - 1] = src[w - 2] + src[w - 1];
+        for (d, ((a, b), c)) in dst[1..w - 1]
+            .iter_mut()
+            .zip(src.iter().zip(&src[1..]).zip(&src[2..]))
+        {
+            *d = a + b + c;
         }
     }
-    let count_x = |x: usize| (x.min(1) + 1 + usize::from(x + 1 < w)) as u16;
-    let mut data = vec![0f32; w * h];
-    for y in 0..h {
-        let lo = y.saturating_sub(1);
-        let hi = (y + 2).min(h);
-        let ny = (hi - lo) as u16;
-        let out = &mut data[y * w..(y + 1) * w];
-        for (x, o) in out.iter_mut().enumerate() {
-            let mut s = 0u16;
-            for yy in lo..hi {
-                s += hsum[yy * w + x];
+    let mut keys = vec![0u16; w * h];
+    for (y, out) in keys.chunks_exact_mut(w).enumerate() {
+        let rows = &hsum[y.saturating_sub(1) * w..(y + 2).min(h) * w];
+        let ny = rows.len() / w;
+        let (mid, edge) = if ny == 3 { (4, 6) } else { (6, 9) };
+        let mut it = rows.chunks_exact(w);
+        if let Some(first) = it.next() {
+            out.copy_from_slice(first);
+        }
+        for row in it {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += v;
             }
-            *o = (f64::from(s) / f64::from(ny * count_x(x))) as f32;
         }
+        for o in out[1..w - 1].iter_mut() {
+            *o *= mid;
+        }
+        out[0] *= edge;
+        out[w - 1] *= edge;
     }
-    Plane { w, h, data }
+    keys
 }
 
 fn full_frame(w: usize, h: usize) -> Option<Circle> {

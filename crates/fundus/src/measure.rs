@@ -234,6 +234,9 @@ pub(crate) fn grade(
     }
 }
 
+/// Pixels whose Laplacian sums are taken in 32 bits: 1024 × 1020² < 2³¹.
+const LAPLACIAN_CHUNK: usize = 1024;
+
 /// Variance of the 4-neighbour Laplacian of the green channel (0-255 scale) inside 0.9 r.
 ///
 /// Integer arithmetic (the Laplacian of 8-bit values and its square sum fit `i64` exactly), one
@@ -303,15 +306,25 @@ fn laplacian_variance(rgb: &[u8], w: usize, h: usize, g: &Geometry) -> f32 {
             &mid[o + 1..o + 1 + k],
         );
         let (above, below) = (&up[o..o + k], &down[o..o + k]);
-        let (mut rs, mut rs2) = (0i64, 0i64);
-        for ((((c, l), r), u), d) in centre.iter().zip(left).zip(right).zip(above).zip(below) {
-            let lap = i32::from(4 * c - l - r - u - d);
-            rs += i64::from(lap);
-            rs2 += i64::from(lap * lap);
+        // |lap| <= 1020 fits i16, and the sums of a chunk of LAPLACIAN_CHUNK fit i32, so the
+        // inner loop runs on 16- and 32-bit lanes (multiply-add pairs) and stays exact.
+        let chunks = centre
+            .chunks(LAPLACIAN_CHUNK)
+            .zip(left.chunks(LAPLACIAN_CHUNK))
+            .zip(right.chunks(LAPLACIAN_CHUNK))
+            .zip(above.chunks(LAPLACIAN_CHUNK))
+            .zip(below.chunks(LAPLACIAN_CHUNK));
+        for ((((cc, lc), rc), uc), dc) in chunks {
+            let (mut rs, mut rs2) = (0i32, 0i32);
+            for ((((c, l), r), u), d) in cc.iter().zip(lc).zip(rc).zip(uc).zip(dc) {
+                let lap = 4 * c - l - r - u - d;
+                rs += i32::from(lap);
+                rs2 += i32::from(lap) * i32::from(lap);
+            }
+            sum += i64::from(rs);
+            sum2 += i64::from(rs2);
         }
         n += k as i64;
-        sum += rs;
-        sum2 += rs2;
     }
     if n < 1 {
         return 0.0;
