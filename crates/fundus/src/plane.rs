@@ -79,19 +79,13 @@ impl Plane {
         }
         let data = self.data.get(..w * h).unwrap_or(&[]);
         // (2r+1)² × 255 must fit u32 for the integer sums.
-        let bytes: Option<Vec<u8>> = if r < 2000 {
-            data.iter()
-                .map(|v| {
-                    let b = *v as u8;
-                    (f32::from(b) == *v).then_some(b)
-                })
-                .collect()
+        // Two plain passes (vectorised) rather than one short-circuiting collect.
+        let is_bytes = r < 2000 && data.iter().all(|v| f32::from(*v as u8) == *v);
+        let data = if is_bytes {
+            let bytes: Vec<u8> = data.iter().map(|v| *v as u8).collect();
+            box_sums::<u8, u32>(&bytes, w, h, mask, r, fallback)
         } else {
-            None
-        };
-        let data = match bytes {
-            Some(b) => box_sums::<u8, u32>(&b, w, h, mask, r, fallback),
-            None => box_sums::<f32, f64>(data, w, h, mask, r, fallback),
+            box_sums::<f32, f64>(data, w, h, mask, r, fallback)
         };
         Plane { w, h, data }
     }
@@ -149,6 +143,11 @@ impl Plane {
 
 /// The sums of [`Plane::box_mean_of`] over `w * h` samples `vals`, accumulated in `T` (exact
 /// for the sample type), divided in f64 at the end.
+///
+/// Each pass is a plain loop over a row (vectorised): a row's masked samples are added to
+/// running column sums as it enters the window and subtracted (recomputed from the source) as
+/// it leaves; each output row is the windowed sum of the column sums along the row, from
+/// their running totals. Without a mask the counts are the clipped window's area.
 fn box_sums<S, T>(
     vals: &[S],
     w: usize,
@@ -170,68 +169,109 @@ where
         + std::ops::SubAssign,
 {
     let zero = T::default();
-    let slots = (2 * r + 2).min(h);
-    let mut ring_s = vec![zero; slots * w];
-    let mut ring_n = vec![zero; slots * w];
-    let mut prefix = vec![zero; w + 1];
-    let mut prefix_n = vec![zero; w + 1];
     let mut col_s = vec![zero; w];
     let mut col_n = vec![zero; w];
-    let mut data = Vec::with_capacity(w * h);
+    let mut prefix = vec![zero; w + 1];
+    let mut prefix_n = vec![zero; w + 1];
+    let mut data = vec![fallback; w * h];
+    // A short mask counts as unset past its end: padded once so rows are plain slices.
+    let padded;
+    let mask = match mask {
+        Some(m) if m.len() < w * h => {
+            padded = [m, &vec![false; w * h - m.len()]].concat();
+            Some(&padded[..])
+        }
+        other => other,
+    };
+    // Adds (`enter`) or subtracts row y's masked samples and counts.
+    let update = |col_s: &mut [T], col_n: &mut [T], y: usize, enter: bool| {
+        let row = &vals[y * w..(y + 1) * w];
+        match mask {
+            Some(m) => {
+                let on = &m[y * w..(y + 1) * w];
+                for (((c, n), v), o) in col_s.iter_mut().zip(col_n.iter_mut()).zip(row).zip(on) {
+                    let o = T::from(u8::from(*o));
+                    if enter {
+                        *c += o * (*v).into();
+                        *n += o;
+                    } else {
+                        *c -= o * (*v).into();
+                        *n -= o;
+                    }
+                }
+            }
+            None => {
+                for (c, v) in col_s.iter_mut().zip(row) {
+                    if enter {
+                        *c += (*v).into();
+                    } else {
+                        *c -= (*v).into();
+                    }
+                }
+            }
+        }
+    };
     for y in 0..h + r {
         // Row y enters the window of output row y - r ...
         if y < h {
-            let row = &vals[y * w..(y + 1) * w];
-            // Running totals kept in registers: reading back the stored prefix would chain
-            // every addition through a store-to-load round trip.
-            let (mut acc, mut acc_n) = (zero, zero);
-            match mask {
-                Some(m) => {
-                    let ms = m.get(y * w..).unwrap_or(&[]);
-                    for x in 0..w {
-                        let on = T::from(u8::from(ms.get(x).copied().unwrap_or(false)));
-                        acc += on * row[x].into();
-                        acc_n += on;
-                        prefix[x + 1] = acc;
-                        prefix_n[x + 1] = acc_n;
-                    }
-                }
-                None => {
-                    let one = T::from(1);
-                    for x in 0..w {
-                        acc += row[x].into();
-                        acc_n += one;
-                        prefix[x + 1] = acc;
-                        prefix_n[x + 1] = acc_n;
-                    }
-                }
-            }
-            let slot = (y % slots) * w;
-            let (rs, rn) = (&mut ring_s[slot..slot + w], &mut ring_n[slot..slot + w]);
-            for x in 0..w {
-                let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-                rs[x] = prefix[x1] - prefix[x0];
-                rn[x] = prefix_n[x1] - prefix_n[x0];
-                col_s[x] += rs[x];
-                col_n[x] += rn[x];
-            }
+            update(&mut col_s, &mut col_n, y, true);
         }
         let Some(out_y) = y.checked_sub(r) else {
             continue;
         };
-        data.extend(col_s.iter().zip(&col_n).map(|(s, n)| {
-            let (s, n): (f64, f64) = ((*s).into(), (*n).into());
+        // Running totals kept in registers: reading back the stored prefix would chain every
+        // addition through a store-to-load round trip.
+        let (mut acc, mut acc_n) = (zero, zero);
+        for x in 0..w {
+            acc += col_s[x];
+            acc_n += col_n[x];
+            prefix[x + 1] = acc;
+            prefix_n[x + 1] = acc_n;
+        }
+        let rows = ((out_y + r + 1).min(h) - out_y.saturating_sub(r)) as f64;
+        let out = &mut data[out_y * w..(out_y + 1) * w];
+        let mean = |s: T, n: f64| -> f32 {
+            let s: f64 = s.into();
             // Counts are whole numbers; 0.5 absorbs any rounding of the running sum.
             if n > 0.5 { (s / n) as f32 } else { fallback }
-        }));
-        // ... and row out_y - r leaves it after that row. The ring holds 2r + 2 rows, so
-        // that row's slot is still unused by any row that entered since.
-        if let Some(leaving) = out_y.checked_sub(r) {
-            let slot = (leaving % slots) * w;
-            for x in 0..w {
-                col_s[x] -= ring_s[slot + x];
-                col_n[x] -= ring_n[slot + x];
+        };
+        // Interior columns (the whole window inside the row): slices of the running totals
+        // `2r + 1` apart, a loop without index arithmetic that vectorises, divisions included.
+        let k = 2 * r + 1;
+        let inner = w.saturating_sub(2 * r);
+        if inner > 0 {
+            let (hi, lo) = (&prefix[k..k + inner], &prefix[..inner]);
+            let mid = &mut out[r..r + inner];
+            if mask.is_some() {
+                let (nhi, nlo) = (&prefix_n[k..k + inner], &prefix_n[..inner]);
+                for ((o, (a, b)), (na, nb)) in mid
+                    .iter_mut()
+                    .zip(hi.iter().zip(lo))
+                    .zip(nhi.iter().zip(nlo))
+                {
+                    *o = mean(*a - *b, (*na - *nb).into());
+                }
+            } else {
+                let n = k as f64 * rows;
+                for (o, (a, b)) in mid.iter_mut().zip(hi.iter().zip(lo)) {
+                    *o = mean(*a - *b, n);
+                }
             }
+        }
+        // The clipped windows at both ends.
+        let edges = (0..r.min(w)).chain((r + inner).max(r.min(w))..w);
+        for x in edges {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let n = if mask.is_some() {
+                (prefix_n[x1] - prefix_n[x0]).into()
+            } else {
+                (x1 - x0) as f64 * rows
+            };
+            out[x] = mean(prefix[x1] - prefix[x0], n);
+        }
+        // ... and row out_y - r leaves it after that row.
+        if let Some(leaving) = out_y.checked_sub(r) {
+            update(&mut col_s, &mut col_n, leaving, false);
         }
     }
     data
