@@ -65,21 +65,21 @@ impl Plane {
         self.box_mean_of(None, r, 0.0)
     }
 
-    /// Separable box mean: windowed sums along each row (from running totals), then a running
-    /// sum of those rows down the columns, in row order so memory is read in sequence. Only
-    /// the `2r + 2` rows the column window can still need are kept (a ring), not a plane of
-    /// them. Every sum is of at most `(2r+1)²` values of 24-bit precision in f64, so it is
-    /// exact and the result does not depend on the order of the additions. A plane of 8-bit
-    /// integers (the green channel) is summed in `u32` instead: the same exact sums, on lanes
-    /// half as wide. Mask entries past the end of a short mask count as unset.
+    /// Separable box mean in row order (see [`box_sums`]): running column sums down the
+    /// window, then windowed sums of those along each row. The running sums in f64 hold at
+    /// most `w × (2r+1)` values of 24-bit precision, exact while the values span under about
+    /// 29 bits of magnitude (8-bit image data and its means do), so the result does not depend
+    /// on the order of the additions. A plane of 8-bit integers (the green channel) is summed
+    /// in `u32` instead: the same exact sums, on lanes half as wide. Mask entries past the end
+    /// of a short mask count as unset.
     fn box_mean_of(&self, mask: Option<&[bool]>, r: usize, fallback: f32) -> Plane {
         let (w, h) = (self.w, self.h);
         if w == 0 || h == 0 || self.data.len() < w * h {
             return Plane::filled(w, h, fallback);
         }
         let data = self.data.get(..w * h).unwrap_or(&[]);
-        // (2r+1)² × 255 must fit u32 for the integer sums.
-        // Two plain passes (vectorised) rather than one short-circuiting collect.
+        // (2r+1)² × 255 must fit u32 for the integer sums. Two plain passes (vectorised)
+        // rather than one short-circuiting collect.
         let is_bytes = r < 2000 && data.iter().all(|v| f32::from(*v as u8) == *v);
         let data = if is_bytes {
             let bytes: Vec<u8> = data.iter().map(|v| *v as u8).collect();
