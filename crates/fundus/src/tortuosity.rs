@@ -80,31 +80,48 @@ pub(crate) fn tortuosity(map: &[bool], w: usize, h: usize, r: f32) -> Option<(f3
             continue;
         };
         paths += 1;
-        let at = |i: usize| ((i % w) as f32, (i / w) as f32);
-        let mut start = 0;
-        while start + window <= path.len() {
-            let piece = &path[start..start + window];
-            samples.clear();
-            samples.extend(
-                piece
-                    .iter()
-                    .step_by(SAMPLE_STEP)
-                    .chain(piece.last())
-                    .map(|i| at(*i)),
-            );
-            let arc: f32 = samples
-                .windows(2)
-                .map(|p| (p[1].0 - p[0].0).hypot(p[1].1 - p[0].1))
-                .sum();
-            if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
-                let chord = (b.0 - a.0).hypot(b.1 - a.1);
-                if chord > 0.0 {
-                    values.push((arc / chord - 1.0).max(0.0));
-                }
-            }
-            start += window / 2;
-        }
+        measure_windows(&path, w, window, &mut samples, &mut values);
     }
+    estimate(paths, values)
+}
+
+/// Appends `arc / chord - 1` of each window of `window` pixels along `path` (half overlapping),
+/// the arc measured through samples every [`SAMPLE_STEP`] pixels; `samples` is scratch.
+fn measure_windows(
+    path: &[usize],
+    w: usize,
+    window: usize,
+    samples: &mut Vec<(f32, f32)>,
+    values: &mut Vec<f32>,
+) {
+    let at = |i: usize| ((i % w) as f32, (i / w) as f32);
+    let mut start = 0;
+    while start + window <= path.len() {
+        let piece = &path[start..start + window];
+        samples.clear();
+        samples.extend(
+            piece
+                .iter()
+                .step_by(SAMPLE_STEP)
+                .chain(piece.last())
+                .map(|i| at(*i)),
+        );
+        let arc: f32 = samples
+            .windows(2)
+            .map(|p| (p[1].0 - p[0].0).hypot(p[1].1 - p[0].1))
+            .sum();
+        if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
+            let chord = (b.0 - a.0).hypot(b.1 - a.1);
+            if chord > 0.0 {
+                values.push((arc / chord - 1.0).max(0.0));
+            }
+        }
+        start += window / 2;
+    }
+}
+
+/// The median window value and its confidence, or `None` with too few paths or windows.
+fn estimate(paths: usize, mut values: Vec<f32>) -> Option<(f32, f32)> {
     if paths < MIN_SEGMENTS || values.len() < 2 * MIN_SEGMENTS {
         return None;
     }
@@ -269,8 +286,9 @@ fn thin(map: &mut [bool], w: usize, h: usize) {
 
 #[cfg(test)]
 mod reference {
-    //! The first, straightforward implementation: the fast one must give the same answers.
-    use super::{MIN_CHORD, MIN_SEGMENTS, SAMPLE_STEP, WINDOW};
+    //! The first, straightforward thinning, branch removal and path tracing: the fast ones must
+    //! give the same answers. The windows along the traced paths are measured by the same code.
+    use super::{MIN_CHORD, SAMPLE_STEP, WINDOW, estimate, measure_windows};
     use crate::plane::components;
 
     /// Tortuosity estimate and its confidence, or `None` when too few segments qualify.
@@ -320,6 +338,7 @@ mod reference {
         let window = ((WINDOW * r).round() as usize).max(4 * SAMPLE_STEP);
         let mut values: Vec<f32> = Vec::new();
         let mut paths = 0usize;
+        let mut samples = Vec::new();
         for (c, members) in comps.iter().zip(&pixels) {
             let extent = (c.bbox_w().max(c.bbox_h())) as f32;
             if extent < min_chord || members.len() < window {
@@ -329,39 +348,9 @@ mod reference {
                 continue;
             };
             paths += 1;
-            let at = |i: usize| ((i % w) as f32, (i / w) as f32);
-            let mut start = 0;
-            while start + window <= path.len() {
-                let piece = &path[start..start + window];
-                let samples: Vec<(f32, f32)> = piece
-                    .iter()
-                    .step_by(SAMPLE_STEP)
-                    .chain(piece.last())
-                    .map(|i| at(*i))
-                    .collect();
-                let arc: f32 = samples
-                    .windows(2)
-                    .map(|p| (p[1].0 - p[0].0).hypot(p[1].1 - p[0].1))
-                    .sum();
-                if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
-                    let chord = (b.0 - a.0).hypot(b.1 - a.1);
-                    if chord > 0.0 {
-                        values.push((arc / chord - 1.0).max(0.0));
-                    }
-                }
-                start += window / 2;
-            }
+            measure_windows(&path, w, window, &mut samples, &mut values);
         }
-        if paths < MIN_SEGMENTS || values.len() < 2 * MIN_SEGMENTS {
-            return None;
-        }
-        // The median: a spur or a loop left by the vessel map gives a few wild windows.
-        let mid = values.len() / 2;
-        let value = *values.select_nth_unstable_by(mid, f32::total_cmp).1;
-        // More measured vessel length, more trust; capped because the vessel map itself is an
-        // estimate (gaps and spurs change the paths).
-        let confidence = (0.5 * (values.len() as f32 / 40.0).min(1.0)).max(0.2);
-        value.is_finite().then_some((value, confidence))
+        estimate(paths, values)
     }
 
     /// Orders a simple path's pixels from one end to the other; `None` for a loop or a path with a
