@@ -220,13 +220,19 @@ where
             continue;
         };
         // Running totals kept in registers: reading back the stored prefix would chain every
-        // addition through a store-to-load round trip.
-        let (mut acc, mut acc_n) = (zero, zero);
-        for x in 0..w {
-            acc += col_s[x];
-            acc_n += col_n[x];
-            prefix[x + 1] = acc;
-            prefix_n[x + 1] = acc_n;
+        // addition through a store-to-load round trip. Without a mask the counts are areas and
+        // need no running totals.
+        let mut acc = zero;
+        for (p, c) in prefix[1..].iter_mut().zip(&col_s) {
+            acc += *c;
+            *p = acc;
+        }
+        if mask.is_some() {
+            let mut acc_n = zero;
+            for (p, c) in prefix_n[1..].iter_mut().zip(&col_n) {
+                acc_n += *c;
+                *p = acc_n;
+            }
         }
         let rows = ((out_y + r + 1).min(h) - out_y.saturating_sub(r)) as f64;
         let out = &mut data[out_y * w..(out_y + 1) * w];
