@@ -500,8 +500,11 @@ mod tests {
             }
         }
 
-        /// Real item ids spread evenly: each of N workers gets its share within 5 standard
-        /// deviations of the binomial expectation.
+        /// Real item ids spread evenly: each of N workers gets its share within 6.5 standard
+        /// deviations of the binomial expectation. The bound is that wide because one run checks
+        /// thousands of counts (256 cases of up to 32 workers): at 5 deviations a fair hash fails
+        /// about one run in a few hundred (CI saw 5.03 with 28 workers from id 522862), at 6.5 about
+        /// one in three million, while a biased hash (modulo skew, a weak mixer) is off by far more.
         #[test]
         fn balanced(workers in 2u32..33, start in 0u64..1_000_000) {
             let n = 20_000u64;
@@ -513,7 +516,7 @@ mod tests {
             let mean = n as f64 * p;
             let sd = (n as f64 * p * (1.0 - p)).sqrt();
             for count in counts {
-                prop_assert!((count as f64 - mean).abs() < 5.0 * sd, "{} vs {}", count, mean);
+                prop_assert!((count as f64 - mean).abs() < 6.5 * sd, "{} vs {}", count, mean);
             }
         }
     }
