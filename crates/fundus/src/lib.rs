@@ -435,49 +435,60 @@ pub(crate) fn locate_field(rgb: &image::RgbImage) -> Result<Field, PrepareError>
 /// ample for the field search (it smooths with a 3x3 box after). A buffer shorter than
 /// `ow x oh` RGB gives a black copy.
 fn sampled_box_copy(rgb: &[u8], ow: usize, oh: usize, w0: usize, h0: usize) -> Vec<u8> {
-    // Sample positions along one axis for output index i: up to 2 points in [a, b).
-    let taps = |i: usize, n: usize, n0: usize| -> ([usize; 2], usize) {
-        let a = i * n / n0;
-        let b = ((i + 1) * n / n0).max(a + 1).min(n.max(1));
-        let len = b.saturating_sub(a).max(1);
-        if len >= 2 {
-            ([a + len / 4, a + (3 * len) / 4], 2)
-        } else {
-            ([a, a], 1)
-        }
-    };
     let stride = ow * 3;
     let mut out = vec![0u8; w0 * h0 * 3];
     if rgb.len() < stride * oh || w0 == 0 || w0 > ow || h0 > oh {
         return out;
     }
-    // Byte offsets of each output column's samples (both the same when the cell is 1 wide).
+    // Byte offsets of each output column's two samples (the same one twice when the cell is 1
+    // wide: the mean is unchanged).
     let cols: Vec<(usize, usize)> = (0..w0)
         .map(|i| {
-            let (xs, n) = taps(i, ow, w0);
-            (3 * xs[0], 3 * xs[n - 1])
+            let [a, b] = sample_taps(i, ow, w0);
+            (3 * a, 3 * b)
         })
         .collect();
-    let mut acc = vec![0u16; w0 * 3];
+    // One pass per output row over its two source rows (the same row twice when the cell is 1
+    // high), 4 samples per pixel summed in u16 and rounded: no accumulator row to clear and
+    // divide.
     for (j, dst) in out.chunks_exact_mut(w0 * 3).enumerate() {
-        let (ys, ny) = taps(j, oh, h0);
-        acc.fill(0);
-        for y in &ys[..ny] {
-            let row = &rgb[y * stride..(y + 1) * stride];
-            for (a, &(o0, o1)) in acc.chunks_exact_mut(3).zip(&cols) {
-                let (p, q) = (&row[o0..o0 + 3], &row[o1..o1 + 3]);
-                for c in 0..3 {
-                    a[c] += u16::from(p[c]) + u16::from(q[c]);
-                }
+        let [ya, yb] = sample_taps(j, oh, h0);
+        let (Some(ra), Some(rb)) = (
+            rgb.get(ya * stride..(ya + 1) * stride),
+            rgb.get(yb * stride..(yb + 1) * stride),
+        ) else {
+            continue;
+        };
+        for (d, &(o0, o1)) in dst.chunks_exact_mut(3).zip(&cols) {
+            let (Some(p), Some(q), Some(u), Some(v)) = (
+                ra.get(o0..o0 + 3),
+                ra.get(o1..o1 + 3),
+                rb.get(o0..o0 + 3),
+                rb.get(o1..o1 + 3),
+            ) else {
+                continue;
+            };
+            for c in 0..3 {
+                let s = u16::from(p[c]) + u16::from(q[c]) + u16::from(u[c]) + u16::from(v[c]);
+                d[c] = ((s + 2) / 4) as u8;
             }
-        }
-        // Each sum holds 2 * ny samples (a 1-wide cell counts its one column twice).
-        let n = 2 * ny as u16;
-        for (o, a) in dst.iter_mut().zip(&acc) {
-            *o = ((a + n / 2) / n) as u8;
         }
     }
     out
+}
+
+/// The two sample positions along one axis for output index `i` of `n0` over `n` source
+/// pixels: the quarter and three-quarter points of its cell `[a, b)`, or its one pixel twice
+/// when the cell is 1 wide.
+fn sample_taps(i: usize, n: usize, n0: usize) -> [usize; 2] {
+    let a = i * n / n0;
+    let b = ((i + 1) * n / n0).max(a + 1).min(n.max(1));
+    let len = b.saturating_sub(a).max(1);
+    if len >= 2 {
+        [a + len / 4, a + (3 * len) / 4]
+    } else {
+        [a, a]
+    }
 }
 
 fn encode(rgb: &[u8], side: u32, config: &PrepareConfig) -> Result<Vec<u8>, PrepareError> {
@@ -588,4 +599,81 @@ pub fn codec_only(bytes: &[u8], config: &PrepareConfig) -> Result<Vec<u8>, Prepa
         .resize(&rgb, &mut dst, &opts)
         .map_err(|e| PrepareError::Resize(e.to_string()))?;
     encode(dst.buffer(), target, config)
+}
+
+#[cfg(test)]
+mod sampled_copy_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The accumulator version the single-pass copy replaced: the same values are expected.
+    fn sampled_box_copy_reference(
+        rgb: &[u8],
+        ow: usize,
+        oh: usize,
+        w0: usize,
+        h0: usize,
+    ) -> Vec<u8> {
+        // Sample positions along one axis for output index i: up to 2 points in [a, b).
+        let taps = |i: usize, n: usize, n0: usize| -> ([usize; 2], usize) {
+            let a = i * n / n0;
+            let b = ((i + 1) * n / n0).max(a + 1).min(n.max(1));
+            let len = b.saturating_sub(a).max(1);
+            if len >= 2 {
+                ([a + len / 4, a + (3 * len) / 4], 2)
+            } else {
+                ([a, a], 1)
+            }
+        };
+        let stride = ow * 3;
+        let mut out = vec![0u8; w0 * h0 * 3];
+        if rgb.len() < stride * oh || w0 == 0 || w0 > ow || h0 > oh {
+            return out;
+        }
+        // Byte offsets of each output column's samples (both the same when the cell is 1 wide).
+        let cols: Vec<(usize, usize)> = (0..w0)
+            .map(|i| {
+                let (xs, n) = taps(i, ow, w0);
+                (3 * xs[0], 3 * xs[n - 1])
+            })
+            .collect();
+        let mut acc = vec![0u16; w0 * 3];
+        for (j, dst) in out.chunks_exact_mut(w0 * 3).enumerate() {
+            let (ys, ny) = taps(j, oh, h0);
+            acc.fill(0);
+            for y in &ys[..ny] {
+                let row = &rgb[y * stride..(y + 1) * stride];
+                for (a, &(o0, o1)) in acc.chunks_exact_mut(3).zip(&cols) {
+                    let (p, q) = (&row[o0..o0 + 3], &row[o1..o1 + 3]);
+                    for c in 0..3 {
+                        a[c] += u16::from(p[c]) + u16::from(q[c]);
+                    }
+                }
+            }
+            // Each sum holds 2 * ny samples (a 1-wide cell counts its one column twice).
+            let n = 2 * ny as u16;
+            for (o, a) in dst.iter_mut().zip(&acc) {
+                *o = ((a + n / 2) / n) as u8;
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn single_pass_copy_matches_the_accumulator_version(
+            ow in 1usize..90, oh in 1usize..70, fw in 0.05f32..1.0, fh in 0.05f32..1.0,
+            seed in 0u32..1000,
+        ) {
+            let w0 = ((ow as f32 * fw).round() as usize).clamp(1, ow);
+            let h0 = ((oh as f32 * fh).round() as usize).clamp(1, oh);
+            let rgb: Vec<u8> = (0..ow * oh * 3)
+                .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+                .collect();
+            prop_assert_eq!(
+                sampled_box_copy(&rgb, ow, oh, w0, h0),
+                sampled_box_copy_reference(&rgb, ow, oh, w0, h0)
+            );
+        }
+    }
 }

@@ -353,10 +353,12 @@ fn find_disc(work: &[u8], w: usize, h: usize, g: &Geometry) -> Option<Disc> {
     let v = Plane::from_rgb(work, w, h, |r, gr, b| 0.25 * r + 0.6 * gr + 0.15 * b);
     let field = g.mask(w, h, 0.97, 1);
     let global = mean_where(&v, &field)?;
-    let bg = v.masked_box_mean(&field, ((0.1 * g.r) as usize).max(2), global);
+    // Outside the field, the local field mean: filters near the rim then do not see the black
+    // surround as structure.
+    let filled = v.fill_unmasked_with_box_mean(&field, ((0.1 * g.r) as usize).max(2), global);
     // Closing removes the vessels that cross the disc, so it reads as one bright blob.
     let rv = ((VESSEL_SE_RADIUS * g.r).round() as usize).max(2);
-    let filled = fill_outside(&v, &field, &bg).close(rv);
+    let filled = filled.close(rv);
     let sat = SummedArea::new(&filled);
     let search = g.mask(w, h, 0.85, 2);
 
@@ -572,18 +574,6 @@ fn mean_where(p: &Plane, mask: &[bool]) -> Option<f32> {
     (n > 0).then(|| (s / n as f64) as f32)
 }
 
-/// Replaces pixels outside the field with the local field mean, so filters near the rim do not
-/// see the black surround as structure.
-fn fill_outside(p: &Plane, field: &[bool], bg: &Plane) -> Plane {
-    let mut out = p.clone();
-    for ((o, m), b) in out.data.iter_mut().zip(field).zip(&bg.data) {
-        if !*m {
-            *o = *b;
-        }
-    }
-    out
-}
-
 struct VesselResult {
     density: Option<Measured<f32>>,
     tortuosity: Option<Measured<f32>>,
@@ -611,8 +601,8 @@ fn vessels_and_lesions(green: &Plane, g: &Geometry, disc: Option<&Disc>) -> Vess
     if global < 4.0 {
         return none;
     }
-    let bg = green.masked_box_mean(&field, ((0.1 * g.r) as usize).max(2), global);
-    let filled = fill_outside(green, &field, &bg);
+    // The local field mean outside the field, as for the disc.
+    let filled = green.fill_unmasked_with_box_mean(&field, ((0.1 * g.r) as usize).max(2), global);
     let gs = filled.box_mean(1);
 
     let rv = ((VESSEL_SE_RADIUS * g.r).round() as usize).max(2);

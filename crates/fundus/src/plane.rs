@@ -24,12 +24,12 @@ impl Plane {
 
     /// Builds a plane from an interleaved RGB8 buffer with a per-pixel mapping.
     pub fn from_rgb(rgb: &[u8], w: usize, h: usize, f: impl Fn(f32, f32, f32) -> f32) -> Self {
-        let mut data = Vec::with_capacity(w * h);
-        for px in rgb.chunks_exact(3).take(w * h) {
-            if let [r, g, b] = px {
-                data.push(f(f32::from(*r), f32::from(*g), f32::from(*b)));
-            }
-        }
+        // One exact-size collect (no capacity check per pixel), so the mapping vectorises.
+        let mut data: Vec<f32> = rgb
+            .chunks_exact(3)
+            .take(w * h)
+            .map(|px| f(f32::from(px[0]), f32::from(px[1]), f32::from(px[2])))
+            .collect();
         data.resize(w * h, 0.0);
         Plane { w, h, data }
     }
@@ -55,14 +55,71 @@ impl Plane {
 
     /// Mean of a box of radius `r` around each pixel, counting only pixels where `mask` is set
     /// (so the black outside the field does not darken the field's edge). Pixels with no masked
-    /// neighbour get `fallback`.
+    /// neighbour get `fallback`. (The stage uses [`Plane::fill_unmasked_with_box_mean`]; this
+    /// is its reference in tests.)
+    #[cfg(test)]
     pub fn masked_box_mean(&self, mask: &[bool], r: usize, fallback: f32) -> Plane {
         self.box_mean_of(Some(mask), r, fallback)
     }
 
+    /// This plane where `mask` is set, and elsewhere the mean of the masked pixels in a box of
+    /// radius `r` (`fallback` where there are none): the same values as replacing the unmasked
+    /// pixels by [`Plane::masked_box_mean`]'s, but the means are divided out only where they
+    /// are used (outside a field mask, about a quarter of the plane).
+    pub fn fill_unmasked_with_box_mean(&self, mask: &[bool], r: usize, fallback: f32) -> Plane {
+        let mut out = self.box_mean_where(Some(mask), r, fallback, true);
+        for ((o, v), m) in out.data.iter_mut().zip(&self.data).zip(mask) {
+            if *m {
+                *o = *v;
+            }
+        }
+        out
+    }
+
     /// Plain box mean of radius `r` (border pixels average over the part inside the image).
     pub fn box_mean(&self, r: usize) -> Plane {
+        if r == 1 && self.w >= 3 && self.h >= 3 && self.data.len() == self.w * self.h {
+            return self.box_mean_3x3();
+        }
         self.box_mean_of(None, r, 0.0)
+    }
+
+    /// [`Plane::box_mean`] for `r = 1`: three-row column sums, then three of those along each
+    /// row, in `f64`. Sums of at most nine 8-bit-range `f32` samples are exact in `f64` in any
+    /// order, so this gives the running-sum version's values bit for bit, with less work.
+    fn box_mean_3x3(&self) -> Plane {
+        let (w, h) = (self.w, self.h);
+        let mut data = vec![0.0f32; w * h];
+        let mut col = vec![0.0f64; w];
+        let rows: Vec<&[f32]> = self.data.chunks_exact(w).collect();
+        for (y, out) in data.chunks_exact_mut(w).enumerate() {
+            let (y0, y1) = (y.saturating_sub(1), (y + 2).min(h));
+            let n_rows = (y1 - y0) as f64;
+            match &rows[y0..y1] {
+                [a, b, c] => {
+                    for (((s, a), b), c) in col.iter_mut().zip(*a).zip(*b).zip(*c) {
+                        *s = f64::from(*a) + f64::from(*b) + f64::from(*c);
+                    }
+                }
+                [a, b] => {
+                    for ((s, a), b) in col.iter_mut().zip(*a).zip(*b) {
+                        *s = f64::from(*a) + f64::from(*b);
+                    }
+                }
+                _ => {}
+            }
+            let n = 3.0 * n_rows;
+            for ((o, l), (m, r)) in out[1..w - 1]
+                .iter_mut()
+                .zip(&col[..w - 2])
+                .zip(col[1..w - 1].iter().zip(&col[2..]))
+            {
+                *o = ((l + m + r) / n) as f32;
+            }
+            out[0] = ((col[0] + col[1]) / (2.0 * n_rows)) as f32;
+            out[w - 1] = ((col[w - 2] + col[w - 1]) / (2.0 * n_rows)) as f32;
+        }
+        Plane { w, h, data }
     }
 
     /// Separable box mean in row order (see [`box_sums`]): running column sums down the
@@ -73,6 +130,18 @@ impl Plane {
     /// in `u32` instead: the same exact sums, on lanes half as wide. Mask entries past the end
     /// of a short mask count as unset.
     fn box_mean_of(&self, mask: Option<&[bool]>, r: usize, fallback: f32) -> Plane {
+        self.box_mean_where(mask, r, fallback, false)
+    }
+
+    /// [`Plane::box_mean_of`]; with `only_unmasked`, the means are computed only where `mask`
+    /// is unset (the other pixels hold `fallback`).
+    fn box_mean_where(
+        &self,
+        mask: Option<&[bool]>,
+        r: usize,
+        fallback: f32,
+        only_unmasked: bool,
+    ) -> Plane {
         let (w, h) = (self.w, self.h);
         if w == 0 || h == 0 || self.data.len() < w * h {
             return Plane::filled(w, h, fallback);
@@ -83,9 +152,9 @@ impl Plane {
         let is_bytes = r < 2000 && data.iter().all(|v| f32::from(*v as u8) == *v);
         let data = if is_bytes {
             let bytes: Vec<u8> = data.iter().map(|v| *v as u8).collect();
-            box_sums::<u8, u32>(&bytes, w, h, mask, r, fallback)
+            box_sums::<u8, u32>(&bytes, w, h, mask, r, fallback, only_unmasked)
         } else {
-            box_sums::<f32, f64>(data, w, h, mask, r, fallback)
+            box_sums::<f32, f64>(data, w, h, mask, r, fallback, only_unmasked)
         };
         Plane { w, h, data }
     }
@@ -155,6 +224,7 @@ fn box_sums<S, T>(
     mask: Option<&[bool]>,
     r: usize,
     fallback: f32,
+    only_unmasked: bool,
 ) -> Vec<f32>
 where
     S: Copy + Into<T>,
@@ -245,7 +315,20 @@ where
         // `2r + 1` apart, a loop without index arithmetic that vectorises, divisions included.
         let k = 2 * r + 1;
         let inner = w.saturating_sub(2 * r);
-        if inner > 0 {
+        if inner > 0
+            && only_unmasked
+            && let Some(m) = mask
+        {
+            // Only the unmasked pixels (a field's surround: the row's two ends, or all of a
+            // row outside the field).
+            let on = &m[out_y * w + r..out_y * w + r + inner];
+            for (i, _) in on.iter().enumerate().filter(|(_, o)| !**o) {
+                out[r + i] = mean(
+                    prefix[k + i] - prefix[i],
+                    (prefix_n[k + i] - prefix_n[i]).into(),
+                );
+            }
+        } else if inner > 0 {
             let (hi, lo) = (&prefix[k..k + inner], &prefix[..inner]);
             let mid = &mut out[r..r + inner];
             if mask.is_some() {
@@ -737,6 +820,30 @@ mod tests {
                     prop_assert_eq!(m.get(x, y).to_bits(), want.to_bits());
                 }
             }
+        }
+
+        #[test]
+        fn fill_unmasked_matches_masked_box_mean(w in 1usize..12, h in 1usize..12, r in 0usize..7, seed in 0u32..1000, bytes: bool) {
+            let scale = if bytes { 1.0 } else { 0.37 };
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale).collect();
+            let mask: Vec<bool> = (0..w * h).map(|i| !(i as u32 * 31 + seed).is_multiple_of(3)).collect();
+            let p = Plane { w, h, data };
+            let bg = p.masked_box_mean(&mask, r, -1.0);
+            let want: Vec<u32> = p.data.iter().zip(&bg.data).zip(&mask)
+                .map(|((v, b), m)| if *m { v.to_bits() } else { b.to_bits() })
+                .collect();
+            let got: Vec<u32> = p.fill_unmasked_with_box_mean(&mask, r, -1.0).data.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn box_mean_3x3_matches_the_running_sums(w in 3usize..14, h in 3usize..14, seed in 0u32..1000, bytes: bool) {
+            let scale = if bytes { 1.0 } else { 0.37 };
+            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale).collect();
+            let p = Plane { w, h, data };
+            let got: Vec<u32> = p.box_mean(1).data.iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = p.box_mean_of(None, 1, 0.0).data.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(got, want);
         }
 
         #[test]
