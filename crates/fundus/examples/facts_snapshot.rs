@@ -1,8 +1,9 @@
-//! Prints the facts the stage measures on 24 rendered photographs (sizes, eyes, grades, AMD and
+//! Prints the facts the stage measures on rendered photographs (sizes, eyes, grades, AMD and
 //! glaucoma varied), one line each, so a speed change can be checked to keep every fact: run it
 //! before and after and `diff` the two outputs.
 //!
-//! Run with `cargo run --release -p retina-fundus --example facts_snapshot > facts.txt`.
+//! Run with `cargo run --release -p retina-fundus --example facts_snapshot [COUNT] > facts.txt`
+//! (24 photographs unless COUNT says otherwise).
 
 use retina_fundus::{PrepareConfig, prepare};
 use retina_records::Laterality;
@@ -10,8 +11,12 @@ use synthetic_fundus::{SceneSpec, render};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sizes = [(900, 600), (1536, 1024), (1200, 1200), (2400, 1600)];
+    let count: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(24);
     let config = PrepareConfig::default();
-    for k in 0..24u64 {
+    for k in 0..count {
         let (w, h) = sizes[k as usize % sizes.len()];
         let laterality = if k % 2 == 0 {
             Laterality::Left

@@ -670,7 +670,10 @@ pub(crate) fn components(map: &[bool], w: usize, h: usize) -> (Vec<Component>, V
     (comps, labels)
 }
 
-/// Median and robust standard deviation (1.4826 * MAD) of the values selected by `mask`.
+/// Median and robust standard deviation (1.4826 * MAD) of the values selected by `mask`,
+/// estimated from every second of them in raster order: these are noise levels over tens of
+/// thousands of pixels, which half of them estimate as well (a standard error of the median
+/// near 0.5 % of sigma), for half the selection work.
 pub(crate) fn median_and_sigma(values: &[f32], mask: &[bool]) -> Option<(f32, f32)> {
     let mut v: Vec<f32> = values
         .iter()
@@ -678,6 +681,7 @@ pub(crate) fn median_and_sigma(values: &[f32], mask: &[bool]) -> Option<(f32, f3
         .filter(|(_, m)| **m)
         .map(|(v, _)| *v)
         .filter(|v| v.is_finite())
+        .step_by(2)
         .collect();
     if v.is_empty() {
         return None;
@@ -936,11 +940,12 @@ mod tests {
 
     #[test]
     fn median_and_sigma_ignore_unmasked() {
-        let v = [1.0, 2.0, 3.0, 100.0];
-        let m = [true, true, true, false];
+        // Every second masked value counts: 1, 2, 3 (the 9s are skipped, the 100 is unmasked).
+        let v = [1.0, 9.0, 2.0, 9.0, 3.0, 9.0, 100.0];
+        let m = [true, true, true, true, true, true, false];
         let (med, sigma) = median_and_sigma(&v, &m).unwrap();
         assert_eq!(med, 2.0);
         assert!((sigma - 1.4826).abs() < 1e-4);
-        assert!(median_and_sigma(&v, &[false; 4]).is_none());
+        assert!(median_and_sigma(&v, &[false; 7]).is_none());
     }
 }
