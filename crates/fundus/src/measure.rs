@@ -350,7 +350,9 @@ pub(crate) struct Disc {
 /// half side, relative to the ring. The score peaks when `ρ` matches the disc.
 fn find_disc(work: &[u8], w: usize, h: usize, g: &Geometry) -> Option<Disc> {
     // The disc is pale in green and blue too, while the red channel is bright everywhere.
-    let v = Plane::from_rgb(work, w, h, |r, gr, b| 0.25 * r + 0.6 * gr + 0.15 * b);
+    // In whole numbers (20 times 0.25 R + 0.6 G + 0.15 B), so its box sums are exact in u32;
+    // every score below is a ratio, the same at any scale.
+    let v = Plane::from_rgb(work, w, h, |r, gr, b| 5.0 * r + 12.0 * gr + 3.0 * b);
     let field = g.mask(w, h, 0.97, 1);
     let global = mean_where(&v, &field)?;
     // Outside the field, the local field mean: filters near the rim then do not see the black
