@@ -13,18 +13,29 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Every benchmark in release mode: the quick groups (results in target/bench/results.json), then
-# the 1.4-million-item scale run (20-30 minutes more; see bench-scale).
-bench items="200": (bench-quick items) bench-scale
+# Benchmarks measure the build meant for large runs: the image stage with libjpeg-turbo
+# (reduced-scale DCT decode and its encoder; scripts/setup-turbojpeg.sh installs the library).
+fast := "--features turbojpeg"
+
+# Every benchmark in release mode: the quick groups (results in target/bench/results.json), the
+# image group again on the pure-Rust default build, then the 1.4-million-item scale run (20-30
+# minutes more; see bench-scale).
+bench items="200": (bench-quick items) bench-image-pure-rust bench-scale
 
 # The benchmark groups that take minutes, not the 1.4-million-item scale run.
 bench-quick items="200":
-    cargo run --release --bin build-dataset -- bench --items {{items}} --results target/bench/results.json
+    bash scripts/setup-turbojpeg.sh
+    cargo run --release {{fast}} --bin build-dataset -- bench --items {{items}} --results target/bench/results.json
+
+# The image group on the default build (pure-Rust codecs, no system library), for comparison.
+bench-image-pure-rust:
+    cargo run --release --bin build-dataset -- bench --only image --results target/bench/image-pure-rust.json
 
 # 1.4 million items through the whole pipeline against the zero-latency loopback endpoint (20-30
 # minutes; input cached in target/bench/scale-1400000): rate, flat memory, journal size, projection.
 bench-scale:
-    cargo run --release --bin build-dataset -- bench --only scale --results target/bench/scale-results.json
+    bash scripts/setup-turbojpeg.sh
+    cargo run --release {{fast}} --bin build-dataset -- bench --only scale --results target/bench/scale-results.json
 
 # Everything CI runs.
 ci:
