@@ -784,6 +784,21 @@ mod tests {
         (comps, labels)
     }
 
+    /// A plane of pseudo-random samples (0-250 times `scale`) for the box-mean properties.
+    fn sample_plane(w: usize, h: usize, seed: u32, scale: f32) -> Plane {
+        let data = (0..w * h)
+            .map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale)
+            .collect();
+        Plane { w, h, data }
+    }
+
+    /// A mask with about two pixels of three set.
+    fn sample_mask(w: usize, h: usize, seed: u32) -> Vec<bool> {
+        (0..w * h)
+            .map(|i| !(i as u32 * 31 + seed).is_multiple_of(3))
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn run_components_match_flood_fill(w in 1usize..24, h in 1usize..24, density in 0.0f64..1.0, seed in 0u64..10_000) {
@@ -833,9 +848,7 @@ mod tests {
             // 8-bit integers take the u8 path, larger whole numbers the u16 one (both summed
             // in u32), fractions the f64 one.
             let scale = [1.0, 20.0, 0.37][kind];
-            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale).collect();
-            let mask: Vec<bool> = (0..w * h).map(|i| !(i as u32 * 31 + seed).is_multiple_of(3)).collect();
-            let p = Plane { w, h, data };
+            let (p, mask) = (sample_plane(w, h, seed, scale), sample_mask(w, h, seed));
             let m = p.masked_box_mean(&mask, r, -1.0);
             for y in 0..h {
                 for x in 0..w {
@@ -855,9 +868,7 @@ mod tests {
         #[test]
         fn fill_unmasked_matches_masked_box_mean(w in 1usize..12, h in 1usize..12, r in 0usize..7, seed in 0u32..1000, kind in 0usize..3) {
             let scale = [1.0, 20.0, 0.37][kind];
-            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale).collect();
-            let mask: Vec<bool> = (0..w * h).map(|i| !(i as u32 * 31 + seed).is_multiple_of(3)).collect();
-            let p = Plane { w, h, data };
+            let (p, mask) = (sample_plane(w, h, seed, scale), sample_mask(w, h, seed));
             let bg = p.masked_box_mean(&mask, r, -1.0);
             let want: Vec<u32> = p.data.iter().zip(&bg.data).zip(&mask)
                 .map(|((v, b), m)| if *m { v.to_bits() } else { b.to_bits() })
@@ -869,8 +880,7 @@ mod tests {
         #[test]
         fn box_mean_3x3_matches_the_running_sums(w in 3usize..14, h in 3usize..14, seed in 0u32..1000, bytes: bool) {
             let scale = if bytes { 1.0 } else { 0.37 };
-            let data: Vec<f32> = (0..w * h).map(|i| ((i as u32 * 7919 + seed) % 251) as f32 * scale).collect();
-            let p = Plane { w, h, data };
+            let p = sample_plane(w, h, seed, scale);
             let got: Vec<u32> = p.box_mean(1).data.iter().map(|v| v.to_bits()).collect();
             let want: Vec<u32> = p.box_mean_of(None, 1, 0.0).data.iter().map(|v| v.to_bits()).collect();
             prop_assert_eq!(got, want);
