@@ -147,17 +147,17 @@ impl Plane {
             return Plane::filled(w, h, fallback);
         }
         let data = self.data.get(..w * h).unwrap_or(&[]);
-        // (2r+1)² × 255 must fit u32 for the integer sums. Two plain passes (vectorised)
-        // rather than one short-circuiting collect.
-        // Folds without an early exit (and casts, not `trunc`, a libm call on baseline x86-64),
-        // so the checks vectorise.
-        let is_bytes = r < 2000
+        // Integer sums when every running total fits u32: a row's running prefix holds up to
+        // w column sums of 2r+1 samples each. The checks fold without an early exit (and use
+        // casts, not `trunc`, a libm call on baseline x86-64), so they vectorise.
+        let fits = |max: u64| (w as u64) * (2 * r as u64 + 1) * max <= u64::from(u32::MAX);
+        let is_bytes = fits(255)
             && data
                 .iter()
                 .fold(true, |ok, v| ok & (f32::from(*v as u8) == *v));
-        // Whole numbers to 65535 whose window sums fit u32 (the disc's brightness plane).
+        // Whole numbers to 65535 (the disc's brightness plane).
         let is_words = !is_bytes
-            && ((2 * r + 1) as u64).pow(2) * u64::from(u16::MAX) <= u64::from(u32::MAX)
+            && fits(65535)
             && data
                 .iter()
                 .fold(true, |ok, v| ok & (f32::from(*v as u16) == *v));
@@ -972,6 +972,18 @@ mod tests {
         assert_eq!(comps.iter().filter(|c| c.is_blob()).count(), 1);
         assert_eq!(comps[1].area, 16);
         assert_eq!(labels[11 * w + 11], 2);
+    }
+
+    #[test]
+    fn wide_planes_of_whole_numbers_do_not_overflow_the_integer_sums() {
+        // A row's running prefix of 70,000 samples of 65,000 is over u32 although each window
+        // (one sample) is not: the f64 path must take it.
+        let p = Plane {
+            w: 70_000,
+            h: 2,
+            data: vec![65_000.0; 140_000],
+        };
+        assert!(p.box_mean(0).data.iter().all(|v| *v == 65_000.0));
     }
 
     #[test]
