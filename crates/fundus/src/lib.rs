@@ -607,6 +607,8 @@ mod sampled_copy_tests {
     use proptest::prelude::*;
 
     /// The accumulator version the single-pass copy replaced: the same values are expected.
+    /// It shares the sample positions ([`sample_taps`], unchanged by the rewrite) and counts a
+    /// 1-wide cell's one position once, as it did.
     fn sampled_box_copy_reference(
         rgb: &[u8],
         ow: usize,
@@ -614,16 +616,9 @@ mod sampled_copy_tests {
         w0: usize,
         h0: usize,
     ) -> Vec<u8> {
-        // Sample positions along one axis for output index i: up to 2 points in [a, b).
         let taps = |i: usize, n: usize, n0: usize| -> ([usize; 2], usize) {
-            let a = i * n / n0;
-            let b = ((i + 1) * n / n0).max(a + 1).min(n.max(1));
-            let len = b.saturating_sub(a).max(1);
-            if len >= 2 {
-                ([a + len / 4, a + (3 * len) / 4], 2)
-            } else {
-                ([a, a], 1)
-            }
+            let xs = sample_taps(i, n, n0);
+            (xs, if xs[0] == xs[1] { 1 } else { 2 })
         };
         let stride = ow * 3;
         let mut out = vec![0u8; w0 * h0 * 3];
